@@ -1,0 +1,1 @@
+"""MobileViT in PyTorch: the model (``models``), checkpoint loading (``checkpoint``), training/QAT scripts."""
