@@ -5,7 +5,9 @@ Accepts what users of the original project hold (``model_best.pth.tar``: ``{'epo
 or this toolkit's own checkpoints (``{'arch', 'num_classes', 'img_size', 'state_dict', ...}``).  Files are read
 with ``torch.load(weights_only=True)``: nothing is unpickled beyond tensors and plain containers.
 """
+import inspect
 import os
+import pickle
 import warnings
 
 from mobilevit_trt.errors import UserError
@@ -16,14 +18,42 @@ DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weig
 RANDOM_INIT_SEED = 0
 
 
-def read_checkpoint(path):
+class _RestrictedUnpickler(pickle.Unpickler):
+    """For torch < 1.13 (no ``weights_only``): unpickle tensors and plain containers only."""
+
+    ALLOWED = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
+               ("torch._utils", "_rebuild_parameter"), ("torch", "Size"), ("torch", "device")} | {
+        ("torch", n) for n in ("FloatStorage", "HalfStorage", "DoubleStorage", "BFloat16Storage", "LongStorage",
+                               "IntStorage", "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super(_RestrictedUnpickler, self).find_class(module, name)
+        raise pickle.UnpicklingError("refusing to unpickle %s.%s (only tensors and plain containers)" % (module, name))
+
+
+class restricted_pickle(object):  # a pickle_module for torch.load
+    Unpickler = _RestrictedUnpickler
+    load = staticmethod(lambda f, **kw: _RestrictedUnpickler(f, **kw).load())
+    __name__ = "restricted_pickle"
+
+
+def _safe_torch_load(path, force_restricted=False):
+    import torch
+    if not force_restricted and "weights_only" in inspect.signature(torch.load).parameters:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    kwargs = {"weights_only": False} if "weights_only" in inspect.signature(torch.load).parameters else {}
+    return torch.load(path, map_location="cpu", pickle_module=restricted_pickle, **kwargs)
+
+
+def read_checkpoint(path, force_restricted=False):
     """Return ``(state_dict, meta)`` from a checkpoint file; ``meta`` holds arch/num_classes/img_size if stored."""
     import torch
 
     if not os.path.isfile(path):
         raise UserError("checkpoint not found: %s" % path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _safe_torch_load(path, force_restricted)
     except Exception as e:  # pickle.UnpicklingError, RuntimeError (not a zip/pickle), EOFError, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError("%s is not a loadable PyTorch checkpoint (torch.load weights_only=True failed: %s%s)"

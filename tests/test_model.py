@@ -94,6 +94,18 @@ class _NotAllowed(object):
         self.x = 1
 
 
+def test_restricted_unpickler_for_old_torch(tmp_path):
+    """torch < 1.13 has no weights_only: the restricted unpickler loads checkpoints but no arbitrary objects."""
+    sd = build_mobilevit("xxs").state_dict()
+    path = _save({"epoch": 1, "state_dict": {"module." + k: v for k, v in sd.items()}}, str(tmp_path / "a.pth"))
+    loaded, _ = read_checkpoint(path, force_restricted=True)
+    assert all(torch.equal(loaded[k], sd[k]) for k in sd)
+    evil = _save({"state_dict": _NotAllowed()}, str(tmp_path / "evil.pth"))
+    with pytest.raises(UserError) as e:
+        read_checkpoint(evil, force_restricted=True)
+    assert "refusing to unpickle" in str(e.value)
+
+
 def test_non_checkpoint_files_rejected_without_unpickling(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a checkpoint")
