@@ -1,0 +1,510 @@
+"""Speed of the plugin kernels (plugin/kernels via ctypes) next to PyTorch, on MobileViT-S shapes.
+
+    make -C plugin kernels SM=90
+    python benchmark/bench_plugins.py --out bench.json [--batches 1 4 8] [--reps 200] [--calls 20]
+
+Needs a CUDA GPU, torch and plugin/build/libmvt_kernels.so ($MVT_KERNELS_LIB overrides the path).
+
+How time is measured (the shapes are tiny, so a single eager launch measures the CPU launch path, not the GPU):
+  graph   `calls` back-to-back launches of one implementation are captured into a CUDA graph; each replay is
+          bracketed by CUDA events; the reported time is the median over `reps` replays divided by `calls`
+          (after warm-up). This is the primary number: per-call GPU time with the launch gaps of a graph.
+          `calls` defaults to 100 so that one replay is >= ~200 us of GPU work: with 20 calls of a ~2 us kernel
+          the same kernel read up to 1.5x slower in separate measurements on the H100 (most likely the Python
+          loop - event, replay, event - fell behind the GPU). The >= 64 MiB bandwidth cases use 5 calls per
+          replay (each call is >= 46 us).
+  kernel  sum of the durations of all GPU kernels one call launches, from the PyTorch profiler (CUPTI),
+          averaged over 50 calls: pure kernel time, no gaps (PyTorch paths may launch several kernels).
+  eager   CUDA events around one ordinary call, median of `reps`: includes the CPU launch overhead.
+Inputs stay resident in L2 between back-to-back calls at these sizes (as they would between layers).
+The GPU is warmed up (about a second of matrix products) before any timing, and the plugin-vs-PyTorch pairs are
+timed twice in A-B-A-B order; the reported graph time is the mean of the two medians (both are in the JSON), because
+separate captures of one microsecond-scale kernel were seen to differ by up to ~0.4 us on the H100.
+
+MobileViT-S at 256x256 input: transformer hidden size C and sequence length N per stage; a 2x2 patch gives 4
+sequences per image, so LayerNorm sees B*4*N rows of C and attention B*4 sequences of N tokens, head dim 32, one
+head, packed qkv [B, 4, N, 96].
+"""
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MVT_S_STAGES = [("stage3", 144, 256), ("stage4", 192, 64), ("stage5", 240, 16)]  # (name, C, N)
+PATCH_AREA = 4
+HEAD_DIM = 32
+LN_EPS = 1e-5
+LN_TPR_CHOICES = [4, 8, 16, 32]
+BIG_BYTES = [64 << 20, 256 << 20]  # LayerNorm / copy bandwidth sizes (bytes of x)
+BIG_C = 192
+TARGET_LN_SPEEDUP = 1.3
+TARGET_LN_COPY_FRACTION = 0.70
+TARGET_ATTN_SPEEDUP = 2.0
+
+
+class BenchError(Exception):
+    """User-facing problem (no GPU, library missing): printed as one line, exit 1."""
+
+
+def load_binding():
+    spec = importlib.util.spec_from_file_location("mvt_kernels", str(REPO / "plugin" / "mvt_kernels.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------------------------ timing
+class Timer:
+    def __init__(self, torch, reps, calls, warmup=20):
+        self.torch = torch
+        self.reps = reps
+        self.calls = calls
+        self.warmup = warmup
+
+    def _events(self, n):
+        return [(self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True))
+                for _ in range(n)]
+
+    @staticmethod
+    def _stats(samples_us):
+        samples_us = sorted(samples_us)
+        q = lambda f: samples_us[min(len(samples_us) - 1, int(f * len(samples_us)))]  # noqa: E731
+        return {"us": statistics.median(samples_us), "p10": q(0.1), "p90": q(0.9), "n": len(samples_us)}
+
+    def warm(self, fn, n=3):
+        torch = self.torch
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(n):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+
+    def graph(self, fn, calls=None):
+        """Median per-call time (us) of `calls` back-to-back launches replayed as one CUDA graph."""
+        torch = self.torch
+        calls = calls or self.calls
+        self.warm(fn)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(calls):
+                fn()
+        for _ in range(self.warmup):
+            g.replay()
+        torch.cuda.synchronize()
+        ev = self._events(self.reps)
+        for start, end in ev:
+            start.record()
+            g.replay()
+            end.record()
+        torch.cuda.synchronize()
+        st = self._stats([s.elapsed_time(e) * 1000.0 / calls for s, e in ev])
+        st["calls_per_replay"] = calls
+        del g
+        return st
+
+    def eager(self, fn):
+        torch = self.torch
+        self.warm(fn)
+        for _ in range(self.warmup):
+            fn()
+        torch.cuda.synchronize()
+        ev = self._events(self.reps)
+        for start, end in ev:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        return self._stats([s.elapsed_time(e) * 1000.0 for s, e in ev])
+
+    def kernel(self, fn, calls=50):
+        """Mean summed GPU-kernel duration per call (us) from the PyTorch profiler, and the kernel count."""
+        torch = self.torch
+        from torch.profiler import ProfilerActivity, profile
+
+        self.warm(fn)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                fn()
+            torch.cuda.synchronize()
+        total = 0.0
+        count = 0
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                total += e.time_range.elapsed_us()
+                count += 1
+        if count == 0:
+            return None
+        return {"us": total / calls, "kernels_per_call": count / calls}
+
+
+def measure(timer, fn, modes, errors, label):
+    """{mode: stats or None}; failures (e.g. a backend that cannot run this shape) are recorded, not raised."""
+    out = {}
+    for mode in modes:
+        try:
+            out[mode] = getattr(timer, mode)(fn)
+        except Exception as e:  # noqa: BLE001 - a benchmark row must not stop the run
+            out[mode] = None
+            errors.append("%s [%s]: %s: %s" % (label, mode, type(e).__name__, str(e).splitlines()[0][:200]))
+            timer.torch.cuda.synchronize()
+    return out
+
+
+def warm_gpu(torch, seconds=1.0):
+    """Keep the GPU busy for a while so that timing starts from a steady clock (no clock settings are touched)."""
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        for _ in range(20):
+            a @ a
+        torch.cuda.synchronize()
+    del a
+
+
+def measure_pair(timer, fn_a, fn_b, errors, label_a, label_b):
+    """A-B-A-B graph timings; each entry's "us" becomes the mean of its two medians (both kept)."""
+    out = []
+    first_a = measure(timer, fn_a, ["graph"], errors, label_a)["graph"]
+    first_b = measure(timer, fn_b, ["graph"], errors, label_b)["graph"]
+    second_a = measure(timer, fn_a, ["graph"], errors, label_a + " (repeat)")["graph"]
+    second_b = measure(timer, fn_b, ["graph"], errors, label_b + " (repeat)")["graph"]
+    for first, second in ((first_a, second_a), (first_b, second_b)):
+        if first and second:
+            merged = dict(first)
+            merged["us"] = 0.5 * (first["us"] + second["us"])
+            merged["repeats_us"] = [first["us"], second["us"]]
+            out.append(merged)
+        else:
+            out.append(first or second)
+    return out
+
+
+def us(entry, mode="graph"):
+    if not entry or not entry.get(mode):
+        return None
+    return entry[mode]["us"]
+
+
+def rel_err(torch, out, ref):
+    out = out.double()
+    ref = ref.double()
+    if not torch.isfinite(out).all():
+        return float("inf")
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+# ------------------------------------------------------------------------------------------------ benches
+def bench_copy(torch, timer, errors):
+    rows = []
+    for nbytes in BIG_BYTES:
+        src = torch.randn(nbytes // 4, device="cuda")
+        dst = torch.empty_like(src)
+        st = measure(timer, lambda: dst.copy_(src), ["graph"], errors, "copy %d MiB" % (nbytes >> 20))
+        t = us(st)
+        rows.append({"bytes": nbytes, "time": st,
+                     "gbps": (2 * nbytes / (t * 1e-6) / 1e9) if t else None})  # read + write
+        del src, dst
+    return rows
+
+
+def bench_layernorm(torch, lib, timer, batches, dtypes, errors, variants=True):
+    F = torch.nn.functional
+    rows = []
+    for dtype in dtypes:
+        for stage, c, n in MVT_S_STAGES:
+            for b in batches:
+                nrows = b * PATCH_AREA * n
+                x = (torch.randn(b, PATCH_AREA, n, c, device="cuda") * 2 + 1).to(dtype)
+                gamma = torch.randn(c, device="cuda")
+                beta = torch.randn(c, device="cuda")
+                g_t, b_t = gamma.to(dtype), beta.to(dtype)
+                out = torch.empty_like(x)
+                label = "LN %s C=%d rows=%d %s" % (stage, c, nrows, str(dtype)[6:])
+                row = {"stage": stage, "C": c, "rows": nrows, "batch": b, "dtype": str(dtype)[6:]}
+                mine = lambda tpr=0: lib.layernorm(x, gamma, beta, LN_EPS, out=out, threads_per_row=tpr)  # noqa
+                ref = F.layer_norm(x.double(), (c,), gamma.double(), beta.double(), LN_EPS)
+                mine()
+                torch.cuda.synchronize()
+                row["rel_err_vs_fp64"] = rel_err(torch, out, ref)
+                torch_fn = lambda: F.layer_norm(x, (c,), g_t, b_t, LN_EPS)  # noqa: E731
+                row["mvt"] = measure(timer, mine, ["kernel", "eager"], errors, label + " mvt")
+                row["torch"] = measure(timer, torch_fn, ["kernel", "eager"], errors, label + " torch")
+                row["mvt"]["graph"], row["torch"]["graph"] = measure_pair(timer, mine, torch_fn, errors,
+                                                                          label + " mvt", label + " torch")
+                row["mvt_tpr"] = {}
+                for tpr in (LN_TPR_CHOICES if variants else []):
+                    row["mvt_tpr"][str(tpr)] = measure(timer, lambda t=tpr: mine(t), ["graph"], errors,
+                                                       label + " tpr=%d" % tpr)
+                tm, tt = us(row["mvt"]), us(row["torch"])
+                row["speedup"] = tt / tm if tm and tt else None
+                km, kt = us(row["mvt"], "kernel"), us(row["torch"], "kernel")
+                row["speedup_kernel"] = kt / km if km and kt else None
+                rows.append(row)
+    return rows
+
+
+def bench_layernorm_bandwidth(torch, lib, timer, dtypes, copy_rows, errors):
+    F = torch.nn.functional
+    copy_by_bytes = {r["bytes"]: r["gbps"] for r in copy_rows}
+    rows = []
+    for dtype in dtypes:
+        esize = torch.tensor([], dtype=dtype).element_size()
+        for nbytes in BIG_BYTES:
+            nrows = -(-nbytes // (BIG_C * esize))
+            x = torch.randn(nrows, BIG_C, device="cuda").to(dtype)
+            gamma = torch.randn(BIG_C, device="cuda")
+            beta = torch.randn(BIG_C, device="cuda")
+            g_t, b_t = gamma.to(dtype), beta.to(dtype)
+            out = torch.empty_like(x)
+            moved = 2 * x.numel() * esize  # read x + write y (gamma/beta are negligible)
+            label = "LN bandwidth %d MiB %s" % (nbytes >> 20, str(dtype)[6:])
+            mine = measure(timer, lambda: lib.layernorm(x, gamma, beta, LN_EPS, out=out), ["graph"], errors,
+                           label + " mvt")
+            theirs = measure(timer, lambda: F.layer_norm(x, (BIG_C,), g_t, b_t, LN_EPS), ["graph"], errors,
+                             label + " torch")
+            tm, tt = us(mine), us(theirs)
+            copy_gbps = copy_by_bytes.get(nbytes)
+            row = {"dtype": str(dtype)[6:], "C": BIG_C, "rows": nrows, "x_bytes": x.numel() * esize,
+                   "mvt": mine, "torch": theirs,
+                   "mvt_gbps": moved / (tm * 1e-6) / 1e9 if tm else None,
+                   "torch_gbps": moved / (tt * 1e-6) / 1e9 if tt else None,
+                   "copy_gbps": copy_gbps}
+            row["mvt_fraction_of_copy"] = row["mvt_gbps"] / copy_gbps if row["mvt_gbps"] and copy_gbps else None
+            rows.append(row)
+            del x, out
+    return rows
+
+
+def bench_attention(torch, lib, timer, batches, dtypes, errors, variants=True):
+    F = torch.nn.functional
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = [("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_efficient", SDPBackend.EFFICIENT_ATTENTION),
+                ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa_math", SDPBackend.MATH)]
+    impls = lib.attention_impls()
+    rows = []
+    scale = HEAD_DIM ** -0.5
+    for dtype in dtypes:
+        for stage, _, n in MVT_S_STAGES:
+            for b in batches:
+                qkv = torch.randn(b, PATCH_AREA, n, 3 * HEAD_DIM, device="cuda").to(dtype)
+                out = torch.empty(b, PATCH_AREA, n, HEAD_DIM, device="cuda", dtype=dtype)
+                q, k, v = qkv.split(HEAD_DIM, dim=-1)  # strided views, as the model produces them
+                qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
+                label = "Attn %s N=%d seqs=%d %s" % (stage, n, b * PATCH_AREA, str(dtype)[6:])
+                row = {"stage": stage, "N": n, "sequences": b * PATCH_AREA, "batch": b, "dtype": str(dtype)[6:]}
+                auto_impl = lib.attention_auto_impl(qkv)
+                row["auto_impl"] = impls.get(auto_impl, str(auto_impl))
+                mine = lambda impl=0: lib.attention_packed(qkv, scale, out=out, impl=impl)  # noqa: E731
+                ref = torch.matmul(torch.softmax(torch.matmul(q.double(), k.double().transpose(-1, -2)) * scale, -1),
+                                   v.double())
+                mine()
+                torch.cuda.synchronize()
+                row["rel_err_vs_fp64"] = rel_err(torch, out, ref)
+                row["mvt"] = measure(timer, mine, ["graph", "kernel", "eager"], errors, label + " mvt")
+                row["mvt_impls"] = {}
+                for impl, name in impls.items():
+                    if impl == 0 or not variants:
+                        continue
+                    try:
+                        mine(impl)
+                        torch.cuda.synchronize()
+                    except Exception:  # noqa: BLE001 - this implementation does not take this shape/dtype
+                        continue
+                    row["mvt_impls"][name] = measure(timer, lambda i=impl: mine(i), ["graph"], errors,
+                                                     label + " " + name)
+                torch_paths = {
+                    "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, scale=scale),
+                    "sdpa_contiguous_inputs": lambda: F.scaled_dot_product_attention(qc, kc, vc, scale=scale),
+                    "explicit": lambda: torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, -1), v),
+                    "explicit_contiguous_inputs": lambda: torch.matmul(
+                        torch.softmax(torch.matmul(qc, kc.transpose(-1, -2)) * scale, -1), vc),
+                }
+                for name, backend in backends:
+                    torch_paths[name] = (lambda be=backend: _with_backend(sdpa_kernel, be, F, qc, kc, vc, scale))
+                row["torch"] = {}
+                for name, fn in torch_paths.items():
+                    try:
+                        res = fn()
+                        torch.cuda.synchronize()
+                    except Exception as e:  # noqa: BLE001 - backend cannot run this shape / dtype
+                        row["torch"][name] = {"unsupported": "%s: %s" % (type(e).__name__, str(e).splitlines()[0][:160])}
+                        continue
+                    modes = ["graph", "kernel"] if name in ("sdpa", "explicit") else ["graph"]
+                    row["torch"][name] = measure(timer, fn, modes, errors, label + " " + name)
+                    row["torch"][name]["rel_err_vs_fp64"] = rel_err(torch, res, ref)
+                timed = {name: us(e) for name, e in row["torch"].items() if us(e)}
+                if timed:
+                    best = min(timed, key=timed.get)
+                    # second A-B pass: plugin (auto) and the fastest PyTorch path once more, means of the medians
+                    again_mvt, again_torch = measure_pair(timer, mine, torch_paths[best], errors, label + " mvt",
+                                                          label + " " + best)
+                    for entry, again in ((row["mvt"], again_mvt), (row["torch"][best], again_torch)):
+                        if entry.get("graph") and again:
+                            first = entry["graph"]["us"]
+                            runs = [first] + again.get("repeats_us", [again["us"]])
+                            entry["graph"] = dict(entry["graph"], us=sum(runs) / len(runs), repeats_us=runs)
+                    timed[best] = us(row["torch"][best])
+                    row["torch_fastest"] = {"path": best, "us": timed[best]}
+                    tm = us(row["mvt"])
+                    row["speedup"] = timed[best] / tm if tm else None
+                km = us(row["mvt"], "kernel")
+                kernel_torch = {name: us(e, "kernel") for name, e in row["torch"].items() if us(e, "kernel")}
+                if km and kernel_torch:
+                    bestk = min(kernel_torch, key=kernel_torch.get)
+                    row["speedup_kernel"] = kernel_torch[bestk] / km
+                    row["torch_fastest_kernel"] = {"path": bestk, "us": kernel_torch[bestk]}
+                rows.append(row)
+    return rows
+
+
+def _with_backend(sdpa_kernel, backend, F, q, k, v, scale):
+    with sdpa_kernel(backend):
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+# ------------------------------------------------------------------------------------------------ report
+def fmt(v, spec="%.2f"):
+    return "-" if v is None else spec % v
+
+
+def print_tables(res):
+    print("\nDevice: %s | torch %s | %s" % (res["device"], res["torch"], res["timing_method"]))
+    print("\nDevice-to-device copy (torch copy_, read+write bytes):")
+    for r in res["copy"]:
+        print("  %4d MiB  %8s us  %8s GB/s" % (r["bytes"] >> 20, fmt(us(r["time"]), "%.1f"), fmt(r["gbps"], "%.0f")))
+
+    print("\nLayerNorm, MobileViT-S (us per call: graph = CUDA-graph replay median; kernel = profiler kernel time)")
+    print("  %-6s %-4s %4s %6s | %8s %8s %-6s | %8s %8s | %7s %7s | %9s" % (
+        "stage", "dt", "C", "rows", "mvt", "mvt-kern", "bestTPR", "torch", "th-kern", "speedup", "sp-kern", "relerr"))
+    for r in res["layernorm"]:
+        tprs = {t: us(v) for t, v in r["mvt_tpr"].items() if us(v)}
+        best = min(tprs, key=tprs.get) if tprs else "-"
+        print("  %-6s %-4s %4d %6d | %8s %8s %-6s | %8s %8s | %7s %7s | %9s" % (
+            r["stage"], r["dtype"][:4], r["C"], r["rows"], fmt(us(r["mvt"])), fmt(us(r["mvt"], "kernel")),
+            "%s:%s" % (best, fmt(tprs.get(best), "%.1f")) if tprs else "-",
+            fmt(us(r["torch"])), fmt(us(r["torch"], "kernel")), fmt(r["speedup"]), fmt(r.get("speedup_kernel")),
+            fmt(r["rel_err_vs_fp64"], "%.1e")))
+
+    print("\nLayerNorm bandwidth (C=%d, read x + write y)" % BIG_C)
+    for r in res["layernorm_bandwidth"]:
+        print("  %-8s %5d MiB  mvt %8s us %7s GB/s (%s of copy %s GB/s) | torch %8s us %7s GB/s" % (
+            r["dtype"], r["x_bytes"] >> 20, fmt(us(r["mvt"]), "%.1f"), fmt(r["mvt_gbps"], "%.0f"),
+            fmt(r["mvt_fraction_of_copy"] and 100 * r["mvt_fraction_of_copy"], "%.0f%%"), fmt(r["copy_gbps"], "%.0f"),
+            fmt(us(r["torch"]), "%.1f"), fmt(r["torch_gbps"], "%.0f")))
+
+    print("\nAttention, MobileViT-S, packed qkv [B,4,N,96], D=32, 1 head (us per call, graph replay median)")
+    print("  %-4s %4s %4s | %-13s %7s %7s | %-16s %7s | %7s %7s %7s %7s | %6s %6s | %8s" % (
+        "dt", "N", "seqs", "mvt impl", "mvt", "kern", "best mvt impl", "us", "sdpa", "sdpa-c", "explic", "fastest",
+        "speedup", "sp-krn", "relerr"))
+    for r in res["attention"]:
+        impls = {k: us(v) for k, v in r["mvt_impls"].items() if us(v)}
+        bi = min(impls, key=impls.get) if impls else None
+        tf = r.get("torch_fastest") or {}
+        print("  %-4s %4d %4d | %-13s %7s %7s | %-16s %7s | %7s %7s %7s %7s | %6s %6s | %8s" % (
+            r["dtype"][:4], r["N"], r["sequences"], r["auto_impl"][:13], fmt(us(r["mvt"])), fmt(us(r["mvt"], "kernel")),
+            (bi or "-")[:16], fmt(impls.get(bi)), fmt(us(r["torch"].get("sdpa"))),
+            fmt(us(r["torch"].get("sdpa_contiguous_inputs"))), fmt(us(r["torch"].get("explicit"))),
+            fmt(tf.get("us")), fmt(r.get("speedup")), fmt(r.get("speedup_kernel")), fmt(r["rel_err_vs_fp64"], "%.1e")))
+    print("  fastest PyTorch path per row: " + ", ".join(
+        "%s/N%d/s%d:%s" % (r["dtype"][:4], r["N"], r["sequences"], (r.get("torch_fastest") or {}).get("path", "-"))
+        for r in res["attention"]))
+
+
+def summarize(res):
+    s = {}
+    ln = [r for r in res["layernorm"] if r["speedup"] is not None]
+    s["layernorm_min_speedup"] = min((r["speedup"] for r in ln), default=None)
+    s["layernorm_rows_below_target"] = ["%s %s B%d: %.2fx" % (r["stage"], r["dtype"], r["batch"], r["speedup"])
+                                        for r in ln if r["speedup"] < TARGET_LN_SPEEDUP]
+    bw = [r for r in res["layernorm_bandwidth"] if r["mvt_fraction_of_copy"] is not None]
+    s["layernorm_min_fraction_of_copy"] = min((r["mvt_fraction_of_copy"] for r in bw), default=None)
+    at = [r for r in res["attention"] if r["dtype"] == "float16" and r.get("speedup") is not None]
+    s["attention_fp16_min_speedup"] = min((r["speedup"] for r in at), default=None)
+    s["attention_fp16_rows_below_target"] = ["N%d seqs%d: %.2fx vs %s" % (
+        r["N"], r["sequences"], r["speedup"], r["torch_fastest"]["path"]) for r in at if r["speedup"] < TARGET_ATTN_SPEEDUP]
+    s["targets"] = {
+        "layernorm_speedup_>=%.1fx" % TARGET_LN_SPEEDUP: bool(ln) and not s["layernorm_rows_below_target"],
+        "layernorm_>=%d%%_of_copy_bw" % int(TARGET_LN_COPY_FRACTION * 100):
+            bool(bw) and s["layernorm_min_fraction_of_copy"] >= TARGET_LN_COPY_FRACTION,
+        "attention_fp16_speedup_>=%.1fx" % TARGET_ATTN_SPEEDUP: bool(at) and not s["attention_fp16_rows_below_target"],
+    }
+    return s
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", help="write all results as JSON here")
+    ap.add_argument("--lib", help="path of libmvt_kernels.so (default: $MVT_KERNELS_LIB or plugin/build/)")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "float16"], choices=["float32", "float16"])
+    ap.add_argument("--reps", type=int, default=200, help="timed replays / calls per measurement (median)")
+    ap.add_argument("--calls", type=int, default=100, help="back-to-back calls captured per graph replay")
+    ap.add_argument("--no-variants", dest="variants", action="store_false",
+                    help="skip timing every forced LayerNorm group width / attention tiling (only auto)")
+    ap.add_argument("--only", nargs="+", choices=["copy", "layernorm", "bandwidth", "attention"],
+                    default=["copy", "layernorm", "bandwidth", "attention"])
+    args = ap.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        raise BenchError("needs torch")
+    if not torch.cuda.is_available():
+        raise BenchError("no CUDA GPU visible to torch")
+    mk = load_binding()
+    try:
+        lib = mk.MvtKernels(args.lib)
+    except FileNotFoundError as e:
+        raise BenchError(str(e))
+    warm_gpu(torch)
+    torch.backends.cuda.matmul.allow_tf32 = False  # FP32 baselines in true FP32, like the plugin
+    torch.backends.cudnn.allow_tf32 = False
+    dtypes = [getattr(torch, d) for d in args.dtypes]
+    timer = Timer(torch, args.reps, args.calls)
+    big_timer = Timer(torch, args.reps, min(args.calls, 5))  # >= 64 MiB tensors: each call is >= 46 us
+    props = torch.cuda.get_device_properties(0)
+    res = {
+        "device": "%s (cc %d.%d, %d SMs)" % (props.name, props.major, props.minor, props.multi_processor_count),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "library": str(lib.path),
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "timing_method": ("graph: %d back-to-back calls per CUDA-graph replay (%d for >= 64 MiB), median of %d "
+                          "replays / calls; plugin vs PyTorch timed A-B-A-B, mean of the medians" % (
+                              args.calls, big_timer.calls, args.reps)),
+        "copy": [], "layernorm": [], "layernorm_bandwidth": [], "attention": [], "errors": [],
+    }
+    t0 = time.time()
+    if "copy" in args.only or "bandwidth" in args.only:
+        res["copy"] = bench_copy(torch, big_timer, res["errors"])
+    if "layernorm" in args.only:
+        res["layernorm"] = bench_layernorm(torch, lib, timer, args.batches, dtypes, res["errors"], args.variants)
+    if "bandwidth" in args.only:
+        res["layernorm_bandwidth"] = bench_layernorm_bandwidth(torch, lib, big_timer, dtypes, res["copy"],
+                                                               res["errors"])
+    if "attention" in args.only:
+        res["attention"] = bench_attention(torch, lib, timer, args.batches, dtypes, res["errors"], args.variants)
+    res["seconds"] = time.time() - t0
+    res["summary"] = summarize(res)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1, default=str))
+    print_tables(res)
+    if res["errors"]:
+        print("\n%d measurement(s) failed (first 10):" % len(res["errors"]))
+        for e in res["errors"][:10]:
+            print("  " + e)
+    print("\nSummary: " + json.dumps(res["summary"], default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print("bench_plugins: error: %s" % e, file=sys.stderr)
+        sys.exit(1)
