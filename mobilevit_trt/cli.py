@@ -65,3 +65,111 @@ def positive_int(text):
     if v <= 0:
         raise argparse.ArgumentTypeError("expected a positive integer, got %r" % text)
     return v
+
+
+def add_data_args(parser):
+    """Evaluation data options (accuracy scripts, reference-data generation)."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--data_path", "--data-path", dest="data_path", default=None,
+                   help="LMDB (the toolkit's format, or the original's pyarrow format where readable), image "
+                        "folder with one sub-folder per class, or flat folder with --labels. Default: the default "
+                        "dataset's held-out split (benchmark/data/default/val.lmdb, or val/)")
+    g.add_argument("--labels", default=None,
+                   help="label file for a flat image folder: '<file name> <integer label>' per line")
+    g.add_argument("--workers", type=int, default=None, help="image decoding threads (default: min(4, cores))")
+    return g
+
+
+def add_accuracy_args(parser, backend_default=None):
+    """The accuracy loop's options: backend and artifacts, batching, output."""
+    g = parser.add_argument_group("accuracy")
+    g.add_argument("--backend", choices=("trt", "onnxruntime", "torch"), default=backend_default,
+                   help="what runs the model (default: trt with --trt_path, else onnxruntime with --onnx_path, "
+                        "else torch)")
+    g.add_argument("--trt_path", "--trt-path", dest="trt_path", default=None, help="serialized TensorRT engine")
+    g.add_argument("--plugins", nargs="*", default=None,
+                   help="plugin libraries to load with the engine (default: the runtime's own lookup)")
+    g.add_argument("--onnx_path", "--onnx-path", dest="onnx_path", default=None,
+                   help="ONNX file for ONNX Runtime (any variant: FP32, FP16, Q/DQ INT8, plugin graph)")
+    g.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda, cuda:N)")
+    g.add_argument("--opt", action="store_true", help="torch backend: the optimized model variant")
+    g.add_argument("--fake-quant", action="store_true",
+                   help="torch backend: run a QAT checkpoint with its fake quantizers")
+    g.add_argument("--batch", type=positive_int, default=None,
+                   help="batch size (default: the artifact's static batch, else 8)")
+    g.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images")
+    g.add_argument("--results-file", default=None, help="write the result as JSON (.json) or CSV (.csv)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return g
+
+
+def add_plugin_arg(group):
+    """--plugin PATH (repeatable): TensorRT plugin libraries, shared by the build and run scripts."""
+    group.add_argument("--plugin", action="append", default=None, metavar="PATH",
+                       help="TensorRT plugin library to load (repeatable). Default: build: plugin/build/*.so when "
+                            "the ONNX has plugin nodes; run: the libraries recorded in the engine's sidecar JSON")
+    return group
+
+
+def add_trt_build_args(parser):
+    """TensorRT engine-build options (convert_to_trt.py and the pipeline)."""
+    g = parser.add_argument_group("TensorRT build")
+    g.add_argument("--input_path", "--input-path", dest="input_path", default=None, help="ONNX file to build")
+    g.add_argument("--save_path", "--save-path", dest="save_path", default=None,
+                   help="engine file to write (atomically), with <save_path>.json beside it")
+    g.add_argument("--batch", type=positive_int, default=None,
+                   help="batch size of a static ONNX (checked against the file; the ONNX decides)")
+    g.add_argument("--dynamic", action="store_true",
+                   help="the ONNX has a dynamic batch (checked; default profile 1:4:8)")
+    g.add_argument("--profile", action="append", default=None, metavar="MIN:OPT:MAX",
+                   help="optimization profile of batch sizes (repeatable: several profiles)")
+    g.add_argument("--fp16", action="store_true",
+                   help="FP16: builder flag, or an FP16 copy of the ONNX on strongly typed TensorRT")
+    g.add_argument("--int8", action="store_true", help="INT8: implicit calibration or explicit Q/DQ")
+    g.add_argument("--int8-mode", choices=("auto", "implicit", "qdq"), default="auto",
+                   help="auto: implicit calibration where TensorRT has calibrators, else Q/DQ")
+    g.add_argument("--calib-data", default=None,
+                   help=".npz with 'input' [N,3,H,W] float32 (calibration images, preprocessed)")
+    g.add_argument("--calib-limit", type=positive_int, default=None, help="use at most N calibration images")
+    g.add_argument("--calibrator", choices=("entropy2", "minmax"), default="entropy2",
+                   help="implicit: IInt8EntropyCalibrator2 / IInt8MinMaxCalibrator; Q/DQ: entropy / min-max "
+                        "ranges in ONNX Runtime")
+    g.add_argument("--calib-cache", default=None,
+                   help="implicit calibration cache (default <engine>.calib-<calibrator>.cache; reused only for "
+                        "the same ONNX sha256, calibrator and TensorRT version)")
+    g.add_argument("--workspace", type=positive_int, default=None, metavar="MiB", help="builder workspace limit")
+    g.add_argument("--timing-cache", default=None, help="timing cache file (read if present, then written)")
+    g.add_argument("--compute-capability", action="append", default=None, metavar="SM",
+                   help="TensorRT-RTX: target compute capability, e.g. SM86 (repeatable; default: its own set)")
+    g.add_argument("--inspect", action="store_true",
+                   help="DETAILED profiling verbosity and <engine>.layers.json from the engine inspector "
+                        "(needs a GPU that can load the engine)")
+    g.add_argument("--verbose", action="store_true", help="print TensorRT's info messages")
+    add_plugin_arg(g)
+    return g
+
+
+def add_trt_run_args(parser):
+    """TensorRT benchmark options (test_trt.py and the pipeline)."""
+    g = parser.add_argument_group("TensorRT run")
+    g.add_argument("--trt_path", "--trt-path", dest="trt_path", default=None, help="serialized engine")
+    g.add_argument("--batch", action="append", type=positive_int, default=None,
+                   help="batch size(s) to run (repeatable; default: the static batch, or each profile's "
+                        "MIN/OPT/MAX; with --data: filter the files)")
+    g.add_argument("--dynamic", action="store_true",
+                   help="accepted for the original command lines: the engine says whether it is dynamic")
+    g.add_argument("--data", default=None,
+                   help="reference .npz (input, logits, label) or a folder of them (benchmark/gen_test_data.py); "
+                        "without it: random inputs, no diff")
+    g.add_argument("--warmup", type=int, default=20, help="untimed runs before timing")
+    g.add_argument("--iters", type=positive_int, default=50, help="timed runs per batch size")
+    g.add_argument("--cudaGraph", "--cuda-graph", dest="cuda_graph", action="store_true",
+                   help="replay a CUDA graph per input shape")
+    g.add_argument("--ProfilerLayer", "--profile-layers", dest="profile_layers", action="store_true",
+                   help="per-layer times (sorted, with share of total)")
+    g.add_argument("--atol", type=float, default=None,
+                   help="max abs diff for PASSED (default by engine precision: fp32 1e-2, fp16 0.1, int8 1.0)")
+    g.add_argument("--results-file", default=None, help="write rows as JSON (.json) or CSV (.csv)")
+    g.add_argument("--verbose", action="store_true", help="print TensorRT's info messages")
+    add_plugin_arg(g)
+    return g

@@ -1,0 +1,215 @@
+"""One ``infer(batch) -> logits`` interface over TensorRT, ONNX Runtime and PyTorch.
+
+Every backend takes a float32 NumPy batch ``[B, 3, S, S]`` and returns float32 logits ``[B, num_classes]``.
+``static_batch`` is the batch size the artifact was built for (``None``: any batch); the accuracy loop pads the
+last partial batch up to it and drops the padded rows.  Heavy imports (torch, onnxruntime, tensorrt) happen when
+a backend is created, never at import.
+"""
+import os
+
+from .errors import UserError
+
+BACKENDS = ("trt", "onnxruntime", "torch")
+
+
+class Backend(object):
+    name = "backend"
+    static_batch = None
+    source = None
+
+    def infer(self, batch):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+    def describe(self):
+        return "%s (%s%s)" % (self.name, self.source,
+                              ", static batch %d" % self.static_batch if self.static_batch else "")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class TorchBackend(Backend):
+    """A checkpoint in PyTorch (``MobileViT_Pytorch.checkpoint.load_model``); ``fake_quant=True`` runs a QAT
+    checkpoint with its fake quantizers (the model its Q/DQ ONNX was exported from)."""
+
+    name = "torch"
+
+    def __init__(self, model_path=None, arch=None, num_classes=None, img_size=256, opt=False, device="cpu",
+                 fake_quant=False, quiet=False):
+        import torch
+
+        from MobileViT_Pytorch.checkpoint import DEFAULT_WEIGHTS, load_model
+
+        if model_path is None and os.path.isfile(DEFAULT_WEIGHTS):
+            model_path = DEFAULT_WEIGHTS
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("--device %s: CUDA is not available in this PyTorch" % device)
+        if fake_quant:
+            from MobileViT_Pytorch.qat import load_qat_model
+            if model_path is None:
+                raise UserError("--fake-quant needs a QAT checkpoint (--model_path)")
+            model, info = load_qat_model(model_path, img_size, opt=opt)
+        else:
+            model, info = load_model(model_path, arch, num_classes, img_size, opt=opt, quiet=quiet)
+        self.info = info
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.num_classes = info["num_classes"]
+        self.source = info["weights"]
+
+    def infer(self, batch):
+        import numpy as np
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            return self.model(x).float().cpu().numpy()
+
+
+def plugin_nodes(model_proto):
+    """The graph's TensorRT plugin nodes (LayerNorm / Attention of plugin_spec), as reference_ops sees them."""
+    from .reference_ops import is_plugin_node
+
+    return [n for n in model_proto.graph.node if is_plugin_node(n)]
+
+
+class OnnxRuntimeBackend(Backend):
+    """An ONNX file in ONNX Runtime (CPU by default).  Graphs with LayerNorm/Attention plugin nodes run through
+    ``reference_ops.run_with_reference_ops`` (NumPy/PyTorch reference implementations of the plugins)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path, providers=None, threads=None, optimize=True):
+        import onnx
+
+        if not onnx_path or not os.path.isfile(onnx_path):
+            raise UserError("ONNX file not found: %s" % onnx_path)
+        self.source = os.path.abspath(onnx_path)
+        proto = onnx.load(onnx_path)
+        inp, out = proto.graph.input[0], proto.graph.output[0]
+        self.input_name, self.output_name = inp.name, out.name
+        d0 = inp.type.tensor_type.shape.dim[0]
+        self.static_batch = d0.dim_value if d0.HasField("dim_value") and d0.dim_value > 0 else None
+        dims = out.type.tensor_type.shape.dim
+        self.num_classes = dims[-1].dim_value if len(dims) and dims[-1].HasField("dim_value") else None
+        self.plugins = [n.op_type for n in plugin_nodes(proto)]
+        self._sess = None
+        self._proto = None
+        self._runner = None
+        if self.plugins:
+            # plugin nodes run as NumPy references between ONNX Runtime pieces (reference_ops); one runner keeps
+            # its sessions for every batch (run_with_reference_ops would rebuild them per call)
+            from . import reference_ops
+            runner_cls = getattr(reference_ops, "ReferenceRunner", None)
+            self._runner = runner_cls(proto) if runner_cls is not None else None
+            self._proto = proto
+            self.name = "onnxruntime+reference-plugins"
+            return
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        if not optimize:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            self._sess = ort.InferenceSession(onnx_path, so, providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:
+            raise UserError("ONNX Runtime cannot load %s: %s" % (onnx_path, str(e).strip().splitlines()[0][:300]))
+
+    def infer(self, batch):
+        import numpy as np
+
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self._sess is not None:
+            return np.asarray(self._sess.run([self.output_name], {self.input_name: x})[0], dtype=np.float32)
+        feeds = {self.input_name: x}
+        if self._runner is not None:
+            out = self._runner.run([self.output_name], feeds)
+        else:
+            from .reference_ops import run_with_reference_ops
+            out = run_with_reference_ops(self._proto, feeds)
+        if isinstance(out, dict):
+            out = out[self.output_name] if self.output_name in out else list(out.values())[0]
+        elif isinstance(out, (list, tuple)):
+            out = out[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self):
+        self._sess = None
+
+
+class TensorRTBackend(Backend):
+    """A serialized engine through ``runtime.TrtRunner`` (needs TensorRT and a GPU)."""
+
+    name = "trt"
+
+    def __init__(self, engine_path, plugins=None):
+        if not engine_path or not os.path.isfile(engine_path):
+            raise UserError("engine not found: %s" % engine_path)
+        from .runtime import TrtRunner
+
+        self.source = os.path.abspath(engine_path)
+        self.runner = TrtRunner(engine_path, plugins=plugins)
+        self.static_batch = _runner_static_batch(self.runner, engine_path)
+        self.num_classes = None
+
+    def infer(self, batch):
+        import numpy as np
+
+        return np.asarray(self.runner.infer(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+
+    def close(self):
+        runner, self.runner = getattr(self, "runner", None), None
+        if runner is not None:
+            runner.close()
+
+
+def _runner_static_batch(runner, engine_path):
+    """The engine's fixed batch, if it has one: from the runner, else from the engine's sidecar JSON."""
+    for attr in ("static_batch", "fixed_batch"):
+        v = getattr(runner, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    if getattr(runner, "dynamic", None) is True:
+        return None
+    import json
+    for side in (engine_path + ".json", os.path.splitext(engine_path)[0] + ".json"):
+        if os.path.isfile(side):
+            try:
+                with open(side) as f:
+                    meta = json.load(f)
+            except ValueError:
+                continue
+            if meta.get("dynamic"):
+                return None
+            b = meta.get("batch") or meta.get("static_batch")
+            if isinstance(b, int) and b > 0:
+                return b
+    return None
+
+
+def make_backend(kind=None, trt_path=None, onnx_path=None, model_path=None, plugins=None, arch=None,
+                 num_classes=None, img_size=256, opt=False, device="cpu", fake_quant=False, threads=None):
+    """Pick and create a backend.  ``kind=None``: trt if an engine is given, else onnxruntime if an ONNX file is
+    given, else torch (the checkpoint, or the shipped default weights)."""
+    if kind is None:
+        kind = "trt" if trt_path else "onnxruntime" if onnx_path else "torch"
+    if kind == "trt":
+        if not trt_path:
+            raise UserError("--backend trt needs --trt_path")
+        return TensorRTBackend(trt_path, plugins=plugins)
+    if kind == "onnxruntime":
+        if not onnx_path:
+            raise UserError("--backend onnxruntime needs --onnx_path")
+        return OnnxRuntimeBackend(onnx_path, threads=threads)
+    if kind == "torch":
+        return TorchBackend(model_path, arch, num_classes, img_size, opt=opt, device=device, fake_quant=fake_quant)
+    raise UserError("unknown backend %r (choose from %s)" % (kind, ", ".join(BACKENDS)))

