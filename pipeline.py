@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""Run every stage this machine supports on one model, into one run folder.
+"""Run every stage this machine supports on one model, into one run folder, and write one report.
 
-Today: export (base and --opt, static batch 1 and dynamic) with ONNX Runtime verification of each.
+Stages: export (base and --opt, static and dynamic) -> graph surgery -> FP16 and INT8 variants (each checked in
+ONNX Runtime) -> engine builds (TensorRT if present, else TensorRT-RTX ahead-of-time on the CPU) -> with TensorRT
+and a GPU, engine benchmarks -> accuracy of every variant -> ONNX Runtime CPU latency -> summary.md, JSON, CSV,
+PNG plots.  Stages this machine cannot run are listed as skipped with the reason.  Re-running skips stages whose
+inputs did not change (content hash) unless --force.
 """
 import os
 import sys
@@ -11,37 +15,37 @@ from mobilevit_trt import cli
 
 def build_parser():
     p = cli.make_parser(__doc__.splitlines()[0], prog="pipeline.py")
-    cli.add_model_args(p)
+    p.add_argument("--model_path", "--model-path", dest="model_path", default=None,
+                   help="checkpoint (default: the shipped default weights)")
+    p.add_argument("--arch", choices=cli.ARCH_CHOICES, default=None, help="default: from the checkpoint")
     p.add_argument("--out", default="runs/default", help="run folder")
+    p.add_argument("--force", action="store_true", help="re-run every stage")
+    p.add_argument("--data_path", "--data-path", dest="data_path", default=None,
+                   help="held-out evaluation data (LMDB or image folder; default: the default dataset's val split)")
+    p.add_argument("--train_path", "--train-path", dest="train_path", default=None,
+                   help="calibration data source (default: the default dataset's train split)")
+    p.add_argument("--calib-count", type=cli.positive_int, default=100, help="calibration images (as the original)")
+    p.add_argument("--limit", type=cli.positive_int, default=None, help="evaluate only the first N images")
+    p.add_argument("--bench-iters", type=cli.positive_int, default=20, help="timed iterations per CPU benchmark")
     p.add_argument("--opset", type=int, default=13)
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from MobileViT_Pytorch.checkpoint import DEFAULT_WEIGHTS, load_model
-    from mobilevit_trt.export import export_onnx
-    from mobilevit_trt.fileio import write_json
-
-    model_path = args.model_path
-    if model_path is None and os.path.isfile(DEFAULT_WEIGHTS):
-        model_path = DEFAULT_WEIGHTS
-    os.makedirs(args.out, exist_ok=True)
-    results = []
-    for opt in (False, True):
-        model, info = load_model(model_path, args.arch, args.num_classes, args.img_size, opt=opt)
-        for dynamic in (False, True):
-            name = "mobilevit_%s%s_%s.onnx" % (info["arch"], "_opt" if opt else "", "dynamic" if dynamic else "b1")
-            print("== export %s" % name)
-            r = export_onnx(model, os.path.join(args.out, name), batch=1, dynamic=dynamic, opset=args.opset,
-                            img_size=args.img_size, log=lambda s: None)
-            print("   %d nodes (exported %d), ORT vs PyTorch max abs %.3g: %s" % (
-                r["nodes"], r["nodes_exported"], r["verify"]["max_abs"],
-                "PASSED" if r["verify"]["passed"] else "FAILED"))
-            r["model"] = info
-            results.append(r)
-    write_json(os.path.join(args.out, "export.json"), results)
-    print("results: %s" % os.path.join(args.out, "export.json"))
+    from mobilevit_trt.pipeline import run_pipeline
+    if args.model_path:
+        cli.require_file(args.model_path, "checkpoint")
+    results, run = run_pipeline(model_path=args.model_path, arch=args.arch, out=args.out, force=args.force,
+                                data_path=args.data_path, train_path=args.train_path, calib_count=args.calib_count,
+                                acc_limit=args.limit, bench_iters=args.bench_iters, opset=args.opset)
+    from mobilevit_trt.report import format_table
+    print()
+    print(format_table(results["stages"], ["stage", "status", "seconds", "note"]))
+    if run.failed:
+        print("\nFAILED stages: %s" % ", ".join(run.failed), file=sys.stderr)
+        return 1
+    print("\nsummary: %s" % os.path.join(run.run_dir, "summary.md"))
     return 0
 
 

@@ -1,0 +1,332 @@
+"""ONNX -> serialized TensorRT engine: network, config, optimization profiles, precision, plugins, sidecar JSON.
+
+All TensorRT differences go through :mod:`trt_compat`; FP16/Q-DQ graph rewriting through :mod:`precision`.
+"""
+import datetime
+import glob
+import os
+import platform
+import time
+
+from . import plugin_spec, trt_compat
+from .errors import UserError
+from .fileio import sha256_file, write_bytes, write_json
+
+DEFAULT_DYNAMIC_PROFILE = (1, 4, 8)  # the original convert_to_trt.py: min 1, opt 4, max 8
+PLUGIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugin", "build")
+SIDECAR_FORMAT = "mobilevit_trt.engine/1"
+#: accuracy checks of the rewritten ONNX against the FP32 ONNX (ONNX Runtime, CPU); printed, not enforced
+CHECK_INPUTS = 16
+
+
+class BuildError(UserError):
+    """TensorRT refused to parse or build; ``messages`` holds the parser/logger errors, verbatim."""
+
+    def __init__(self, message, messages):
+        UserError.__init__(self, message)
+        self.messages = list(messages)
+
+
+def sidecar_path(engine_path):
+    return engine_path + ".json"
+
+
+def parse_profile(text):
+    """'MIN:OPT:MAX' (or one number N for N:N:N) -> (min, opt, max) batch sizes."""
+    parts = str(text).split(":")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise UserError("--profile expects MIN:OPT:MAX batch sizes, got %r" % text)
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3:
+        raise UserError("--profile expects MIN:OPT:MAX batch sizes, got %r" % text)
+    lo, opt, hi = vals
+    if not (1 <= lo <= opt <= hi):
+        raise UserError("--profile %s: need 1 <= MIN <= OPT <= MAX" % text)
+    return (lo, opt, hi)
+
+
+def onnx_facts(path):
+    """Input name/dims, plugin op types, Q/DQ presence of an ONNX file (weights not loaded)."""
+    import onnx
+    try:
+        m = onnx.load(path, load_external_data=False)
+    except Exception as e:
+        raise UserError("cannot read ONNX %s: %s" % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    inits = {t.name for t in m.graph.initializer}
+    inputs = [i for i in m.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise UserError("%s has %d inputs; the toolkit builds single-input classifiers" % (path, len(inputs)))
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in inputs[0].type.tensor_type.shape.dim]
+    plugins = {}
+    for n in m.graph.node:
+        if n.op_type in plugin_spec.SPECS and any(a.name == "plugin_version" for a in n.attribute):
+            plugins[n.op_type] = plugins.get(n.op_type, 0) + 1
+    return {"input": inputs[0].name, "dims": dims, "dynamic": not isinstance(dims[0], int) or dims[0] <= 0,
+            "plugins": plugins, "qdq": any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node),
+            "outputs": [o.name for o in m.graph.output]}
+
+
+def default_plugin_libraries():
+    return sorted(glob.glob(os.path.join(PLUGIN_DIR, "*.so")))
+
+
+def resolve_plugins(api, facts, plugins):
+    """Libraries to load: --plugin paths, else plugin/build/*.so when the ONNX has plugin nodes."""
+    if api.flavour == "tensorrt_rtx" and (facts["plugins"] or plugins):
+        raise UserError("%s does not run the toolkit's C++ plugins%s; build from the ONNX without plugin nodes "
+                        "(skip onnx_add_plugin.py)" % (api.display_name, (" (the ONNX has %s)" % ", ".join(
+                            "%d %s" % (v, k) for k, v in sorted(facts["plugins"].items()))) if facts["plugins"]
+                                                             else ""))
+    if plugins:
+        return list(plugins)
+    if not facts["plugins"]:
+        return []
+    libs = default_plugin_libraries()
+    if not libs:
+        raise UserError("the ONNX has plugin nodes (%s) but no plugin library is in %s; build it: make -C plugin"
+                        % (", ".join(sorted(facts["plugins"])), PLUGIN_DIR))
+    return libs
+
+
+def _file_record(path):
+    return {"path": os.path.abspath(path), "sha256": sha256_file(path)}
+
+
+def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, int8_mode="auto", calib_data=None,
+                 calibrator="entropy2", calib_cache=None, calib_limit=None, workspace_mib=None, plugins=None,
+                 timing_cache=None, verbose=False, inspect=False, compute_capabilities=None, log=print):
+    """Build ``onnx_path`` into ``save_path`` (atomic) and write ``<save_path>.json``; return the sidecar dict."""
+    from . import calib, precision
+
+    if not onnx_path or not os.path.isfile(onnx_path):
+        raise UserError("ONNX file not found: %s" % onnx_path)
+    if int8_mode not in ("auto", "implicit", "qdq"):
+        raise UserError("--int8-mode must be auto, implicit or qdq")
+    if calibrator not in calib.CALIBRATOR_CHOICES:
+        raise UserError("--calibrator must be one of %s" % ", ".join(calib.CALIBRATOR_CHOICES))
+    facts = onnx_facts(onnx_path)
+    api = trt_compat.load("convert_to_trt.py")
+    log("%s (%s)" % (api.display_name, "strongly typed: precision from the ONNX" if api.strongly_typed
+                     else "precision from builder flags"))
+    if verbose:
+        log("code paths: %s" % ", ".join("%s=%s" % kv for kv in sorted(api.branches.items())))
+
+    # -- shapes and profiles
+    dims = facts["dims"]
+    if len(dims) != 4:
+        raise UserError("input %r of %s has shape %s; expected [batch, 3, H, W]" % (facts["input"], onnx_path, dims))
+    if any(not isinstance(d, int) for d in dims[1:]):
+        raise UserError("only the batch dimension may be dynamic; input %r is %s" % (facts["input"], dims))
+    if facts["dynamic"]:
+        profiles = [tuple(p) for p in (profiles or [DEFAULT_DYNAMIC_PROFILE])]
+    else:
+        b = dims[0]
+        bad = [p for p in (profiles or []) if tuple(p) != (b, b, b)]
+        if bad:
+            raise UserError("%s has a static batch of %d; --profile needs a dynamic ONNX (convert_to_onnx.py "
+                            "--dynamic)" % (onnx_path, b))
+        profiles = [(b, b, b)]
+
+    # -- precision plan
+    if int8:
+        if facts["qdq"]:
+            mode = "qdq"
+            log("the ONNX already carries Q/DQ nodes (QAT export?): building it as it is")
+        elif int8_mode == "auto":
+            mode = "implicit" if api.has_implicit_int8 else "qdq"
+        else:
+            mode = int8_mode
+        if mode == "implicit" and not api.has_implicit_int8:
+            raise UserError("--int8-mode implicit needs INT8 calibrators (TensorRT 8.x-10.x); %s has none: use "
+                            "--int8-mode qdq" % api.display_name)
+    else:
+        mode = None
+        if facts["qdq"]:
+            log("note: the ONNX carries Q/DQ nodes: the engine runs those layers in INT8 although --int8 is not set")
+    precision_label = "int8+fp16" if int8 and fp16 else "int8" if int8 else "fp16" if fp16 else "fp32"
+
+    onnx_sha = sha256_file(onnx_path)
+    stem = os.path.splitext(save_path)[0]
+    calib_inputs = calib.load_calibration_data(calib_data, calib_limit, img_size=dims[2]) if calib_data else None
+    if calib_inputs is not None and tuple(calib_inputs.shape[1:]) != tuple(dims[1:]):
+        raise UserError("calibration data is %s per image; the ONNX input is %s" % (list(calib_inputs.shape[1:]),
+                                                                                    dims[1:]))
+    check_inputs = (calib_inputs[:CHECK_INPUTS] if calib_inputs is not None
+                    else precision.structured_inputs(CHECK_INPUTS // 2, img_size=dims[2], seed=0))
+    build_onnx = onnx_path
+    transforms = []
+    accuracy = {}
+    if mode == "qdq" and not facts["qdq"]:
+        if calib_inputs is None:
+            raise UserError("--int8 with Q/DQ needs --calib-data (an .npz with 'input' [N,3,H,W] float32)")
+        qdq_path = stem + ".qdq.onnx"
+        rep = precision.quantize_qdq(build_onnx, qdq_path, calib_inputs, method=calib.QDQ_METHOD[calibrator], log=log)
+        stats = precision.compare_onnx(onnx_path, qdq_path, check_inputs)
+        log(precision.format_comparison("Q/DQ INT8 ONNX", stats))
+        accuracy["qdq_vs_fp32_onnx"] = _accuracy_record(stats)
+        transforms.append({"transform": "qdq", "report": rep})
+        build_onnx = qdq_path
+    if fp16 and api.strongly_typed:
+        fp16_path = stem + ".fp16.onnx"
+        if mode == "qdq":
+            log("note: %s is strongly typed: --fp16 with Q/DQ keeps the Q/DQ nodes in FP32 with Casts around them; "
+                "compare its speed with --int8 alone" % api.display_name)
+        rep = precision.convert_fp16(build_onnx, fp16_path, log=log)
+        stats = precision.compare_onnx(onnx_path, fp16_path, check_inputs)
+        log(precision.format_comparison("Q/DQ INT8 + FP16 ONNX" if mode == "qdq" else "FP16 ONNX", stats))
+        accuracy["fp16_vs_fp32_onnx"] = _accuracy_record(stats)
+        transforms.append({"transform": "fp16", "report": rep})
+        build_onnx = fp16_path
+
+    # -- plugins
+    logger = trt_compat.make_logger(api, verbose=verbose)
+    libs = resolve_plugins(api, facts, plugins)
+    trt_compat.load_plugin_libraries(api, logger, libs)
+    for op in sorted(facts["plugins"]):
+        if trt_compat.find_plugin_creator(api, op, plugin_spec.PLUGIN_VERSION, plugin_spec.PLUGIN_NAMESPACE) is None:
+            raise UserError("no TensorRT plugin creator for %s (version %s) after loading %s; rebuild: make -C plugin"
+                            % (op, plugin_spec.PLUGIN_VERSION, ", ".join(libs)))
+
+    # -- network
+    builder = trt_compat.new_builder(api, logger)
+    network = trt_compat.create_network(api, builder)
+    parser = trt_compat.new_parser(api, network, logger)
+    mark = logger.mark()
+    if not parser.parse_from_file(os.path.abspath(build_onnx)):
+        errors = trt_compat.parser_errors(parser) or logger.errors(mark)
+        for e in errors:
+            log("ONNX parser: %s" % e)
+        raise BuildError("%s could not parse %s (%d error%s, printed above)" % (
+            api.display_name, build_onnx, len(errors), "" if len(errors) == 1 else "s"), errors)
+    inp = network.get_input(0)
+    if network.num_inputs != 1 or inp.name != facts["input"]:
+        raise UserError("parsed network has inputs %s; expected one named %r" % (
+            [network.get_input(i).name for i in range(network.num_inputs)], facts["input"]))
+    log("parsed %s: %d layers, input %s %s, outputs %s" % (
+        build_onnx, network.num_layers, inp.name, tuple(inp.shape),
+        ", ".join("%s %s" % (network.get_output(i).name, tuple(network.get_output(i).shape))
+                  for i in range(network.num_outputs))))
+
+    # -- config
+    config = builder.create_builder_config()
+    if workspace_mib:
+        trt_compat.set_workspace(api, config, int(workspace_mib) << 20)
+    trt_compat.set_precision_flags(api, config, fp16=fp16, int8=bool(int8))
+    if compute_capabilities:
+        trt_compat.set_compute_capabilities(api, config, compute_capabilities)
+    if inspect:
+        config.profiling_verbosity = api.module.ProfilingVerbosity.DETAILED
+    chw = tuple(dims[1:])
+    if facts["dynamic"]:
+        for lo, opt, hi in profiles:
+            prof = builder.create_optimization_profile()
+            prof.set_shape(inp.name, (lo,) + chw, (opt,) + chw, (hi,) + chw)
+            config.add_optimization_profile(prof)
+    cal = None
+    cache = None
+    if mode == "implicit":
+        cal_batch = profiles[0][1]
+        cache_path = calib_cache or "%s.calib-%s.cache" % (stem, calibrator)
+        cache = calib.CalibrationCache(cache_path, onnx_sha, calibrator, api.version, cal_batch, log=log)
+        if calib_inputs is None and not cache.valid():
+            raise UserError("--int8 (implicit calibration) needs --calib-data, or a calibration cache made for this "
+                            "ONNX and calibrator (%s)" % cache_path)
+        cal = calib.make_calibrator(api, calibrator, None if cache.valid() else calib_inputs, cal_batch, cache,
+                                    input_name=inp.name)
+        cal_profile = None
+        if facts["dynamic"]:
+            cal_profile = builder.create_optimization_profile()
+            shape = (cal_batch,) + chw
+            cal_profile.set_shape(inp.name, shape, shape, shape)
+        trt_compat.set_int8_calibrator(api, config, cal, cal_profile)
+    if timing_cache:
+        if api.flavour == "tensorrt_rtx":
+            log("note: --timing-cache is ignored by %s (no autotuning ahead of time)" % api.display_name)
+            timing_cache = None
+        else:
+            data = b""
+            if os.path.isfile(timing_cache):
+                with open(timing_cache, "rb") as f:
+                    data = f.read()
+            config.set_timing_cache(config.create_timing_cache(data), False)
+
+    # -- build
+    log("building %s engine (%s%s) ..." % (precision_label, "profiles " + ", ".join("%d:%d:%d" % p for p in profiles)
+                                            if facts["dynamic"] else "static batch %d" % profiles[0][0],
+                                            ", INT8 %s" % mode if mode else ""))
+    mark = logger.mark()
+    t0 = time.time()
+    serialized = builder.build_serialized_network(network, config)
+    build_s = time.time() - t0
+    if cal is not None:
+        cal.free()
+    if serialized is None:
+        errors = logger.errors(mark)
+        raise BuildError("%s could not build the engine: %s" % (
+            api.display_name, errors[-1] if errors else "no error message (see the log above)"), errors)
+    data = bytes(serialized)
+    write_bytes(save_path, data)
+    if timing_cache:
+        tc = trt_compat.serialize_timing_cache(config)
+        if tc:
+            write_bytes(timing_cache, tc)
+
+    meta = {
+        "format": SIDECAR_FORMAT,
+        "engine": os.path.abspath(save_path), "engine_sha256": sha256_file(save_path), "engine_bytes": len(data),
+        "tensorrt": api.describe(),
+        "precision": precision_label, "int8_mode": mode,
+        "calibrator": calibrator if mode else None,
+        "calibration_cache": (cache.path if cache is not None else None),
+        "calibration_inputs": None if calib_inputs is None or not mode else int(len(calib_inputs)),
+        "strongly_typed": api.strongly_typed,
+        "input": {"name": inp.name, "shape": [d if isinstance(d, int) else -1 for d in dims]},
+        "dynamic": facts["dynamic"],
+        "batch": None if facts["dynamic"] else profiles[0][0],
+        "profiles": [list(p) for p in profiles],
+        "workspace_mib": workspace_mib,
+        "plugins": [_file_record(p) for p in libs],
+        "source_onnx": _file_record(onnx_path),
+        "built_onnx": None if build_onnx == onnx_path else dict(_file_record(build_onnx),
+                                                                 transforms=[t["transform"] for t in transforms]),
+        "accuracy": accuracy,
+        "build_seconds": round(build_s, 3),
+        "built_at": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+        "hardware_target": trt_compat.hardware_target(api, config),
+        "host": {"python": platform.python_version(), "machine": platform.machine()},
+    }
+    if inspect:
+        meta["inspect"] = inspect_engine_file(api, logger, data, save_path, log)
+    write_json(sidecar_path(save_path), meta)
+    log("saved %s (%.1f MB, built in %.1f s) and %s" % (save_path, len(data) / 1e6, build_s, sidecar_path(save_path)))
+    return meta
+
+
+def _accuracy_record(stats):
+    return {k: stats[k] for k in ("n", "top1_agreement", "max_abs_logit_err", "mean_abs_logit_err")}
+
+
+def inspect_engine_file(api, logger, data, save_path, log=print):
+    """Layer information (engine inspector, DETAILED) -> ``<engine>.layers.json``; needs a runtime that can
+    deserialize the engine (a GPU it supports).  Returns the path, or the reason it could not be written."""
+    mark = logger.mark()
+    logger.quiet = True  # the reason is printed once below
+    try:
+        runtime = trt_compat.new_runtime(api, logger)
+        engine = trt_compat.deserialize(api, runtime, data)
+    finally:
+        logger.quiet = False
+    if engine is None:
+        errors = logger.errors(mark)
+        reason = errors[0] if errors else "deserialization failed"
+        log("--inspect: %s cannot deserialize the engine on this machine: %s" % (api.display_name, reason))
+        return {"written": None, "reason": reason}
+    info = trt_compat.inspect_engine(api, engine)
+    path = save_path + ".layers.json"
+    write_json(path, info)
+    log("layer information (%d layers) -> %s" % (len(info["layers"]), path))
+    return {"written": path, "reason": None}

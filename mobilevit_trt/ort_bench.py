@@ -1,0 +1,61 @@
+"""ONNX Runtime (CPU) latency of an ONNX file per batch size: the CPU side of the performance study.
+
+Timing: ``warmup`` runs, then ``iters`` runs each timed with ``time.perf_counter``; p50/p90/min/max per batch.
+Graphs with plugin nodes (LayerNorm/Attention) run through the NumPy reference ops and are not timed here.
+"""
+import time
+
+
+def _percentile(sorted_vals, q):
+    if not sorted_vals:
+        return float("nan")
+    k = (len(sorted_vals) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_vals) - 1)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo)
+
+
+def onnx_static_batch(path):
+    """The static batch of the ONNX input (int), or None when the batch dimension is symbolic."""
+    import onnx
+    m = onnx.load(path, load_external_data=False)
+    d0 = m.graph.input[0].type.tensor_type.shape.dim[0]
+    return d0.dim_value if d0.HasField("dim_value") else None
+
+
+def make_session(path, threads=0):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def bench_onnx(path, batches=(1, 4, 8), warmup=5, iters=20, threads=0, img_size=256, seed=0):
+    """Return one row per batch: batch, p50/p90/min/max ms, img/s. Static graphs only run their own batch."""
+    import numpy as np
+    static = onnx_static_batch(path)
+    sess = make_session(path, threads)
+    name = sess.get_inputs()[0].name
+    rng = np.random.default_rng(seed)
+    rows = []
+    for b in batches:
+        if static is not None and b != static:
+            continue
+        x = rng.standard_normal((b, 3, img_size, img_size)).astype(np.float32)
+        for _ in range(warmup):
+            sess.run(None, {name: x})
+        times = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            sess.run(None, {name: x})
+            times.append((time.perf_counter() - t0) * 1000.0)
+        times.sort()
+        p50 = _percentile(times, 0.5)
+        rows.append({"batch": b, "latency_ms_p50": p50, "latency_ms_p90": _percentile(times, 0.9),
+                     "latency_ms_min": times[0], "latency_ms_max": times[-1], "throughput_img_s": b * 1000.0 / p50,
+                     "iters": iters})
+    return rows

@@ -1,0 +1,569 @@
+"""Reduced precision carried by the ONNX itself, for strongly typed TensorRT (11.x, TensorRT-RTX) and for checks.
+
+* :func:`convert_fp16`: weights and activations to float16 with ONNX alone (no onnxconverter-common), graph I/O
+  kept float32 (Cast at the boundaries), and the numerically sensitive parts kept float32: LayerNorm statistics
+  (the ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div chain that opset < 17 exports, or LayerNormalization), Softmax,
+  Q/DQ nodes, and the gamma/beta inputs of the LayerNorm plugin node (plugin_spec: always float32).
+* :func:`quantize_qdq`: explicit INT8 Q/DQ with ONNX Runtime's ``quantize_static`` -- symmetric, per-channel
+  weights, biases left in float (TensorRT rejects the int32 bias DequantizeLinear), calibrated on given inputs.
+* :func:`compare_onnx`: run two models in ONNX Runtime (CPU) on the same inputs; top-1 agreement, logit errors.
+"""
+import collections
+import os
+
+from .errors import UserError
+from .fileio import atomic_path
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "class"
+
+#: ops computed in float32 as a whole (inputs cast up, outputs cast down)
+FP32_OPS = frozenset(["Softmax", "LayerNormalization", "QuantizeLinear", "DequantizeLinear"])
+#: (op_type, input index) that stay float32 even when the node runs in float16
+FP32_INPUTS = frozenset([("LayerNorm", 1), ("LayerNorm", 2), ("Resize", 2)])
+#: ops whose float outputs do not follow their inputs' type (handled specially or left alone)
+_CONTROL_FLOW = frozenset(["If", "Loop", "Scan"])
+FP16_MAX = 65504.0
+
+#: ops quantized by quantize_qdq by default: TensorRT runs these in INT8 when their inputs carry Q/DQ
+QDQ_OP_TYPES = ("Conv", "MatMul", "Gemm")
+QDQ_METHODS = ("entropy", "minmax")
+#: histogram bins for entropy calibration (TensorRT uses 2048; ORT's Python search is quadratic in the bins:
+#: about 13 s at 512 and 90 s at 2048 for MobileViT-XXS on 2 cores)
+ENTROPY_BINS = 512
+
+
+def _onnx():
+    import onnx
+    return onnx
+
+
+# -- inputs ---------------------------------------------------------------------------------------------------------
+
+def structured_inputs(n, img_size=256, seed=0, channels=3):
+    """Random but image-like inputs [n, C, H, W] float32: smooth low-frequency fields, edges and blobs, normalised
+    per channel like ImageNet-preprocessed images (mean 0, std 1).  Pure noise makes a classifier's logits flat,
+    which hides precision problems behind arbitrary top-1 flips."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    h = w = img_size
+    yy, xx = np.meshgrid(np.linspace(0, 1, h, dtype=np.float32), np.linspace(0, 1, w, dtype=np.float32),
+                         indexing="ij")
+    out = np.empty((n, channels, h, w), np.float32)
+    for i in range(n):
+        img = np.zeros((channels, h, w), np.float32)
+        for cells in (2, 4, 8, 16):  # multi-scale smooth noise (bilinear upsampling of a coarse grid)
+            grid = rng.standard_normal((channels, cells + 1, cells + 1)).astype(np.float32)
+            gy, gx = yy * cells, xx * cells
+            y0, x0 = np.minimum(gy.astype(int), cells - 1), np.minimum(gx.astype(int), cells - 1)
+            fy, fx = gy - y0, gx - x0
+            v = (grid[:, y0, x0] * (1 - fy) * (1 - fx) + grid[:, y0 + 1, x0] * fy * (1 - fx)
+                 + grid[:, y0, x0 + 1] * (1 - fy) * fx + grid[:, y0 + 1, x0 + 1] * fy * fx)
+            img += v / cells ** 0.5
+        for _ in range(rng.integers(2, 6)):  # a few solid rectangles and discs: edges
+            color = rng.standard_normal((channels, 1)).astype(np.float32) * 1.5
+            cy, cx = rng.uniform(0, 1, 2)
+            r = rng.uniform(0.05, 0.3)
+            if rng.random() < 0.5:
+                mask = (np.abs(yy - cy) < r) & (np.abs(xx - cx) < r * rng.uniform(0.3, 2))
+            else:
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+            img[:, mask] = color
+        img += 0.05 * rng.standard_normal(img.shape).astype(np.float32)
+        m = img.mean(axis=(1, 2), keepdims=True)
+        s = img.std(axis=(1, 2), keepdims=True) + 1e-6
+        out[i] = (img - m) / s
+    return out
+
+
+# -- ONNX Runtime helpers ---------------------------------------------------------------------------------------------
+
+def _session(path_or_bytes):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(path_or_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def _static_batch(sess):
+    dim = sess.get_inputs()[0].shape[0]
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def run_onnx(path_or_session, inputs, chunk=None):
+    """Logits for ``inputs`` [N,3,H,W]; a static-batch model is fed in chunks of its batch (last chunk padded)."""
+    import numpy as np
+    sess = path_or_session if hasattr(path_or_session, "run") else _session(path_or_session)
+    name = sess.get_inputs()[0].name
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    b = _static_batch(sess) or chunk or len(inputs)
+    outs = []
+    for i in range(0, len(inputs), b):
+        x = inputs[i:i + b]
+        k = len(x)
+        if k < b and _static_batch(sess):
+            x = np.concatenate([x, np.repeat(x[-1:], b - k, axis=0)])
+        outs.append(sess.run(None, {name: x})[0][:k])
+    return np.concatenate(outs).astype(np.float32)
+
+
+def compare_onnx(ref_path, test_path, inputs):
+    """Run both models on ``inputs``; return top-1 agreement, max/mean abs logit error and the diff statistics."""
+    from .metrics import compare_logits
+    ref = run_onnx(ref_path, inputs)
+    test = run_onnx(test_path, inputs)
+    stats = compare_logits(test, ref)
+    stats["max_abs_logit_err"] = stats["abs_max"]
+    stats["mean_abs_logit_err"] = stats["abs_mean"]
+    stats["ref_logit_range"] = [float(ref.min()), float(ref.max())]
+    return stats
+
+
+def format_comparison(label, stats, atol=None, min_top1=None):
+    s = "%s vs FP32 ONNX on %d inputs (ONNX Runtime CPU): top-1 agreement %.1f%%, max |logit error| %.4g, " \
+        "mean %.3g" % (label, stats["n"], 100 * stats["top1_agreement"], stats["max_abs_logit_err"],
+                       stats["mean_abs_logit_err"])
+    if atol is not None or min_top1 is not None:
+        ok = check_comparison(stats, atol, min_top1)
+        s += " (tolerance: %s): %s" % (
+            ", ".join(x for x in ["max err <= %g" % atol if atol is not None else "",
+                                  "top-1 >= %.0f%%" % (100 * min_top1) if min_top1 is not None else ""] if x),
+            "PASSED" if ok else "FAILED")
+    return s
+
+
+def check_comparison(stats, atol=None, min_top1=None):
+    ok = True
+    if atol is not None:
+        ok = ok and stats["max_abs_logit_err"] <= atol
+    if min_top1 is not None:
+        ok = ok and stats["top1_agreement"] >= min_top1
+    return ok
+
+
+# -- graph helpers ----------------------------------------------------------------------------------------------------
+
+def has_qdq(model):
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def _consumers(graph):
+    cons = collections.defaultdict(list)
+    for i, n in enumerate(graph.node):
+        for name in n.input:
+            if name:
+                cons[name].append(i)
+    return cons
+
+
+def find_layernorm_stat_nodes(graph):
+    """Indices of the nodes computing LayerNorm statistics in the decomposed pattern
+
+        m = ReduceMean(x); d = Sub(x, m); v = ReduceMean(Pow(d, 2) | Mul(d, d)); s = Sqrt(Add(v, eps)); y = Div(d, s)
+
+    Returns (set of node indices, number of LayerNorms found).  The scale/shift after the Div stays float16."""
+    nodes = graph.node
+    producer = {}
+    for i, n in enumerate(nodes):
+        for o in n.output:
+            producer[o] = i
+    cons = _consumers(graph)
+    keep, found = set(), 0
+
+    def only(idx_list, op):
+        c = [j for j in idx_list if nodes[j].op_type == op]
+        return c
+
+    for i, n in enumerate(nodes):
+        if n.op_type != "ReduceMean":
+            continue
+        x = n.input[0]
+        for s in only(cons[n.output[0]], "Sub"):
+            sub = nodes[s]
+            if list(sub.input) != [x, n.output[0]]:
+                continue
+            d = sub.output[0]
+            sq = [j for j in cons[d] if (nodes[j].op_type == "Pow") or
+                  (nodes[j].op_type == "Mul" and list(nodes[j].input) == [d, d])]
+            for p in sq:
+                for r2 in only(cons[nodes[p].output[0]], "ReduceMean"):
+                    for a in only(cons[nodes[r2].output[0]], "Add"):
+                        for q in only(cons[nodes[a].output[0]], "Sqrt"):
+                            for dv in only(cons[nodes[q].output[0]], "Div"):
+                                if list(nodes[dv].input) == [d, nodes[q].output[0]]:
+                                    keep.update([i, s, p, r2, a, q, dv])
+                                    found += 1
+    return keep, found
+
+
+def _checkable(model, domain="mobilevit_trt.plugin_check"):
+    """Copy with plugin nodes moved to a registered custom domain: onnx.checker rejects unknown ops in the
+    default domain (where the TensorRT parser needs them), but checks everything else with them elsewhere."""
+    import copy
+    from onnx import helper
+    from . import plugin_spec
+    m = copy.deepcopy(model)
+    moved = False
+    for n in m.graph.node:
+        if n.op_type in plugin_spec.SPECS and n.domain in ("", "ai.onnx"):
+            n.domain = domain
+            moved = True
+    if moved:
+        m.opset_import.append(helper.make_opsetid(domain, 1))
+    return m
+
+
+def _elem_types(model):
+    onnx = _onnx()
+    types = {}
+    g = model.graph
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.type.HasField("tensor_type"):
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for init in g.initializer:
+        types[init.name] = init.data_type
+    for n in g.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    types[n.output[0]] = a.t.data_type
+                elif a.name in ("value_float", "value_floats"):
+                    types[n.output[0]] = onnx.TensorProto.FLOAT
+    return types
+
+
+def _constants_to_initializers(model):
+    """Move float Constant nodes into initializers so that one code path converts all float constants."""
+    onnx = _onnx()
+    g = model.graph
+    keep = []
+    moved = 0
+    for n in g.node:
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value" \
+                and n.attribute[0].t.data_type == onnx.TensorProto.FLOAT:
+            t = onnx.TensorProto()
+            t.CopyFrom(n.attribute[0].t)
+            t.name = n.output[0]
+            g.initializer.append(t)
+            moved += 1
+        else:
+            keep.append(n)
+    if moved:
+        del g.node[:]
+        g.node.extend(keep)
+    return moved
+
+
+def _to_fp16_tensor(t, name=None):
+    """float32 TensorProto -> float16 TensorProto; returns (tensor, number of values clipped to +-65504)."""
+    import numpy as np
+    from onnx import numpy_helper
+    a = numpy_helper.to_array(t).astype(np.float32)
+    finite = np.isfinite(a)
+    clipped = int(np.count_nonzero(finite & (np.abs(a) > FP16_MAX)))
+    a16 = np.where(finite, np.clip(a, -FP16_MAX, FP16_MAX), a).astype(np.float16)
+    out = numpy_helper.from_array(a16, name or t.name)
+    return out, clipped
+
+
+def convert_fp16(in_path, out_path, keep_fp32_ops=FP32_OPS, keep_layernorm_stats=True, log=None):
+    """Write a float16 copy of ``in_path`` to ``out_path`` (atomic); return a report dict.
+
+    Graph inputs/outputs stay float32.  Raises UserError for graphs it cannot convert (control flow)."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper
+    FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
+    model = onnx.load(in_path)
+    g = model.graph
+    if any(n.op_type in _CONTROL_FLOW for n in g.node):
+        raise UserError("FP16 conversion does not handle control-flow subgraphs (If/Loop/Scan) in %s" % in_path)
+    if any(init.data_type == FLOAT16 for init in g.initializer):
+        raise UserError("%s already holds float16 initializers; convert the float32 model" % in_path)
+    _constants_to_initializers(model)
+    inferred = onnx.shape_inference.infer_shapes(_checkable(model))
+    types = _elem_types(inferred)
+
+    def is_float(name):
+        return types.get(name) == FLOAT
+
+    unknown = sorted({o for n in g.node for o in n.output if o and o not in types})
+    if unknown:
+        raise UserError("FP16 conversion needs every tensor type; shape inference left %d unknown (e.g. %s)"
+                        % (len(unknown), unknown[0]))
+
+    ln_nodes, ln_count = find_layernorm_stat_nodes(g) if keep_layernorm_stats else (set(), 0)
+    node_dt = []
+    for i, n in enumerate(g.node):
+        node_dt.append(FLOAT if (n.op_type in keep_fp32_ops or i in ln_nodes) else FLOAT16)
+
+    inits = {t.name: t for t in g.initializer}
+    graph_inputs = {vi.name for vi in g.input}
+    graph_outputs = [vi.name for vi in g.output]
+    cur = {}  # float tensor name -> its dtype after conversion
+    for name in graph_inputs:
+        if is_float(name) and name not in inits:
+            cur[name] = FLOAT
+
+    # initializers: which dtypes do consumers want?
+    wanted = collections.defaultdict(set)
+    for i, n in enumerate(g.node):
+        for k, name in enumerate(n.input):
+            if name in inits and inits[name].data_type == FLOAT:
+                wanted[name].add(FLOAT if ((n.op_type, k) in FP32_INPUTS or node_dt[i] == FLOAT) else FLOAT16)
+    new_inits, clipped, n_fp16_inits = [], 0, 0
+    init_alias = {}  # (name, dtype) -> name holding that dtype
+    for t in g.initializer:
+        want = wanted.get(t.name, set())
+        if t.data_type != FLOAT or not want:
+            new_inits.append(t)
+            continue
+        if FLOAT in want:
+            new_inits.append(t)
+            init_alias[(t.name, FLOAT)] = t.name
+        if FLOAT16 in want:
+            name16 = t.name if FLOAT not in want else t.name + "__fp16"
+            t16, c = _to_fp16_tensor(t, name16)
+            clipped += c
+            new_inits.append(t16)
+            init_alias[(t.name, FLOAT16)] = name16
+            n_fp16_inits += 1
+    del g.initializer[:]
+    g.initializer.extend(new_inits)
+
+    casts = {}
+    new_nodes = []
+    counter = [0]
+
+    def cast_to(name, dtype):
+        key = (name, dtype)
+        if key not in casts:
+            counter[0] += 1
+            out = "%s__to_%s" % (name, "fp16" if dtype == FLOAT16 else "fp32")
+            new_nodes.append(helper.make_node("Cast", [name], [out], to=dtype,
+                                              name="fp16_cast_%d" % counter[0]))
+            casts[key] = out
+        return casts[key]
+
+    n_fp32_nodes = collections.Counter()
+    for i, n in enumerate(g.node):
+        dt = node_dt[i]
+        has_float_io = any(is_float(x) for x in list(n.input) + list(n.output) if x)
+        if dt == FLOAT and has_float_io:
+            n_fp32_nodes[n.op_type] += 1
+        for k, name in enumerate(n.input):
+            if not name or not is_float(name):
+                continue
+            need = FLOAT if ((n.op_type, k) in FP32_INPUTS or dt == FLOAT) else FLOAT16
+            if (name, need) in init_alias:
+                n.input[k] = init_alias[(name, need)]
+                continue
+            have = cur.get(name)
+            if have is None:
+                raise UserError("FP16 conversion: tensor %r is used before it is produced" % name)
+            if have != need:
+                n.input[k] = cast_to(name, need)
+        if n.op_type == "Cast":
+            to = next(a for a in n.attribute if a.name == "to")
+            if to.i == FLOAT and dt == FLOAT16:
+                to.i = FLOAT16
+        elif n.op_type == "ConstantOfShape":
+            for a in n.attribute:
+                if a.name == "value" and a.t.data_type == FLOAT and dt == FLOAT16:
+                    t16, _ = _to_fp16_tensor(a.t, a.t.name)
+                    a.t.CopyFrom(t16)
+        for o in n.output:
+            if o and is_float(o):
+                cur[o] = dt
+        new_nodes.append(n)
+
+    # graph outputs back to float32
+    rename = {}
+    for name in graph_outputs:
+        if is_float(name) and cur.get(name) == FLOAT16:
+            rename[name] = name + "__fp16"
+    if rename:
+        for n in new_nodes:
+            for k, x in enumerate(n.input):
+                if x in rename:
+                    n.input[k] = rename[x]
+            for k, x in enumerate(n.output):
+                if x in rename:
+                    n.output[k] = rename[x]
+        for name, tmp in rename.items():
+            new_nodes.append(helper.make_node("Cast", [tmp], [name], to=FLOAT, name="fp16_cast_out_%s" % name))
+    del g.node[:]
+    g.node.extend(new_nodes)
+    for vi in g.value_info:  # declared types (e.g. plugin outputs written by graph surgery) follow the conversion
+        if vi.type.tensor_type.elem_type == FLOAT and vi.name in cur:
+            vi.type.tensor_type.elem_type = cur[vi.name]
+    try:
+        onnx.checker.check_model(_checkable(model), full_check=True)
+    except Exception as e:
+        raise RuntimeError("FP16 conversion produced an invalid graph: %s" % str(e).strip().splitlines()[0])
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, tmp)
+    n_casts = sum(1 for n in new_nodes if n.op_type == "Cast" and n.name.startswith("fp16_cast"))
+    report = {"path": os.path.abspath(out_path), "source": os.path.abspath(in_path),
+              "layernorm_chains_fp32": ln_count, "fp32_nodes": dict(n_fp32_nodes),
+              "fp16_nodes": sum(1 for i, n in enumerate(g.node) if i < len(node_dt) and node_dt[i] == FLOAT16),
+              "casts_inserted": n_casts, "initializers_fp16": n_fp16_inits, "values_clipped": clipped}
+    if log:
+        log("FP16 ONNX: %d LayerNorm statistic chains and %s kept in FP32, %d Casts inserted, %d initializers "
+            "converted%s -> %s" % (ln_count, ", ".join("%d %s" % (v, k) for k, v in sorted(n_fp32_nodes.items())
+                                                       if k not in ("ReduceMean", "Sub", "Pow", "Add", "Sqrt", "Div"))
+                                   or "nothing else", n_casts, n_fp16_inits,
+                                   (", %d values clipped to +-65504" % clipped) if clipped else "", out_path))
+    return report
+
+
+# -- Q/DQ INT8 --------------------------------------------------------------------------------------------------------
+
+def qdq_summary(model):
+    """Counts that matter to TensorRT: per-channel weight DQs (with axis), int32 (bias) DQs, Q and DQ nodes."""
+    from onnx import TensorProto
+    inits = {t.name: t for t in model.graph.initializer}
+    s = {"quantize_linear": 0, "dequantize_linear": 0, "weight_dq_per_channel": 0, "weight_dq_per_tensor": 0,
+         "int32_dq": 0, "zero_point_nonzero": 0, "per_channel_axes": {}}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear":
+            s["quantize_linear"] += 1
+        if n.op_type != "DequantizeLinear":
+            continue
+        s["dequantize_linear"] += 1
+        src = inits.get(n.input[0])
+        if src is None:
+            continue
+        if src.data_type == TensorProto.INT32:
+            s["int32_dq"] += 1
+            continue
+        scale = inits.get(n.input[1])
+        if scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1:
+            s["weight_dq_per_channel"] += 1
+            axis = next((a.i for a in n.attribute if a.name == "axis"), None)
+            key = "default" if axis is None else str(axis)
+            s["per_channel_axes"][key] = s["per_channel_axes"].get(key, 0) + 1
+        else:
+            s["weight_dq_per_tensor"] += 1
+        if len(n.input) > 2 and n.input[2] in inits:
+            from onnx import numpy_helper
+            if numpy_helper.to_array(inits[n.input[2]]).any():
+                s["zero_point_nonzero"] += 1
+    return s
+
+
+def _calibration_reader(input_name, inputs, batch):
+    from onnxruntime.quantization import CalibrationDataReader
+    import numpy as np
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self._i = 0
+
+        def get_next(self):
+            if self._i >= len(inputs):
+                return None
+            x = inputs[self._i:self._i + batch]
+            self._i += batch
+            if len(x) < batch:
+                x = np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
+            return {input_name: np.ascontiguousarray(x, dtype=np.float32)}
+
+        def rewind(self):
+            self._i = 0
+
+    return _Reader()
+
+
+def _quiet_ort():
+    """Silence ONNX Runtime quantization's prints and root-logger warnings for the duration of a call."""
+    import contextlib
+    import io
+    import logging
+
+    @contextlib.contextmanager
+    def quiet():
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+        finally:
+            root.setLevel(level)
+    return quiet()
+
+
+def _entropy_ranges(model_path, reader, op_types, bins, work):
+    """Entropy (KL) calibration with ``bins`` histogram bins into 128 quantized bins, saved as an ORT
+    calibration cache; returns its path.  quantize_static's own Entropy uses 128 bins for 128 quantized bins,
+    which never clips (it is MinMax by another name), and offers no option to change that."""
+    from pathlib import Path
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+    from onnxruntime.quantization.calibrate import save_tensors_data
+    cal = create_calibrator(Path(model_path), list(op_types), augmented_model_path=os.path.join(work, "aug.onnx"),
+                            calibrate_method=CalibrationMethod.Entropy,
+                            extra_options={"symmetric": True, "num_bins": int(bins), "num_quantized_bins": 128})
+    cal.collect_data(reader)
+    ranges = cal.compute_data()
+    cache = os.path.join(work, "ranges.json")
+    save_tensors_data(ranges, cache)
+    return cache
+
+
+def quantize_qdq(in_path, out_path, calib_inputs, method="entropy", op_types=QDQ_OP_TYPES, per_channel=True,
+                 entropy_bins=ENTROPY_BINS, log=None):
+    """Explicit INT8 Q/DQ ONNX that TensorRT accepts: symmetric activations and weights, per-channel weights,
+    float biases.  ``calib_inputs``: [N,3,H,W] float32; ``method``: 'entropy' or 'minmax'.
+    Returns a report with :func:`qdq_summary` counts."""
+    import inspect
+    import tempfile
+
+    import numpy as np
+    onnx = _onnx()
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    if method not in QDQ_METHODS:
+        raise UserError("calibration method must be one of %s, got %r" % (", ".join(QDQ_METHODS), method))
+    calib_inputs = np.asarray(calib_inputs, dtype=np.float32)
+    if calib_inputs.ndim != 4 or len(calib_inputs) == 0:
+        raise UserError("calibration inputs must be a non-empty [N,3,H,W] array, got shape %s"
+                        % (calib_inputs.shape,))
+    src = onnx.load(in_path)
+    if has_qdq(src):
+        raise UserError("%s already carries Q/DQ nodes (a QAT export?): build it as it is" % in_path)
+    dim0 = src.graph.input[0].type.tensor_type.shape.dim[0]
+    batch = dim0.dim_value if dim0.HasField("dim_value") and dim0.dim_value > 0 else min(8, len(calib_inputs))
+    calib_method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax}[method]
+    reader = _calibration_reader(src.graph.input[0].name, calib_inputs, batch)
+    has_cache_arg = "calibration_cache_path" in inspect.signature(quantize_static).parameters
+    calibration = method
+    with atomic_path(out_path) as tmp:
+        with tempfile.TemporaryDirectory() as work, _quiet_ort():
+            # ORT writes an augmented model for calibration beside its input: keep it out of the user's folder
+            local = os.path.join(work, "model.onnx")
+            onnx.save(src, local)
+            kwargs = {}
+            if method == "entropy" and has_cache_arg:
+                kwargs["calibration_cache_path"] = _entropy_ranges(local, reader, op_types, entropy_bins, work)
+                calibration = "entropy (%d histogram bins -> 128)" % entropy_bins
+                reader = None
+            elif method == "entropy":
+                calibration = "entropy (ONNX Runtime default: 128 bins -> 128, no clipping)"
+            quantize_static(local, tmp, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
+                            per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=calib_method,
+                            extra_options={"QuantizeBias": False, "ActivationSymmetric": True,
+                                           "WeightSymmetric": True}, **kwargs)
+        q = onnx.load(tmp)
+        summary = qdq_summary(q)
+        if summary["int32_dq"]:
+            raise RuntimeError("quantize_static left %d int32 DequantizeLinear nodes (TensorRT rejects them)"
+                               % summary["int32_dq"])
+    report = {"path": os.path.abspath(out_path), "source": os.path.abspath(in_path), "method": method,
+              "calibration": calibration, "calibration_inputs": int(len(calib_inputs)), "op_types": list(op_types),
+              "per_channel": bool(per_channel), "qdq": summary}
+    if log:
+        log("Q/DQ ONNX (ONNX Runtime quantize_static, %s calibration on %d inputs): %d QuantizeLinear, "
+            "%d DequantizeLinear (%d per-channel weight, %d int32) -> %s"
+            % (calibration, len(calib_inputs), summary["quantize_linear"], summary["dequantize_linear"],
+               summary["weight_dq_per_channel"], summary["int32_dq"], out_path))
+    return report

@@ -1,0 +1,165 @@
+"""precision.py for real, in ONNX Runtime on the CPU: FP16 conversion and Q/DQ INT8 of MobileViT-XXS.
+
+Tolerances (stated here, checked below), on 16 structured random inputs against the FP32 ONNX of a randomly
+initialised MobileViT-XXS (its logits span about 0.45):
+  FP16:  top-1 agreement >= 15/16 and max |logit error| <= 1% of the FP32 logit range (seen: 0.08%)
+  Q/DQ:  top-1 agreement >= 14/16 and max |logit error| <= 15% of the FP32 logit range (seen: 5-6%)
+"""
+import collections
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from mobilevit_trt import plugin_spec, precision  # noqa: E402
+from mobilevit_trt.errors import UserError  # noqa: E402
+
+FP16_RANGE_FRACTION = 0.01
+FP16_MIN_TOP1 = 15 / 16
+QDQ_RANGE_FRACTION = 0.15
+QDQ_MIN_TOP1 = 14 / 16
+
+
+@pytest.fixture(scope="module")
+def xxs_onnx(tmp_path_factory):
+    from MobileViT_Pytorch.checkpoint import load_model
+    from mobilevit_trt.export import export_onnx
+    model, _ = load_model(None, arch="xxs", quiet=True)
+    path = str(tmp_path_factory.mktemp("prec") / "xxs_b1.onnx")
+    export_onnx(model, path, batch=1, opset=13, log=lambda *a: None)
+    return path
+
+
+@pytest.fixture(scope="module")
+def check_inputs():
+    return precision.structured_inputs(16, seed=1)
+
+
+def _types(model):
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    t = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input) + list(g.output)}
+    t.update({i.name: i.data_type for i in g.initializer})
+    return t
+
+
+def test_structured_inputs_are_normalised_images():
+    x = precision.structured_inputs(3, img_size=64, seed=0)
+    assert x.shape == (3, 3, 64, 64) and x.dtype == np.float32
+    assert np.allclose(x.mean(axis=(2, 3)), 0, atol=1e-4) and np.allclose(x.std(axis=(2, 3)), 1, atol=1e-3)
+    # smooth: neighbouring pixels correlate (pure noise would not)
+    assert np.corrcoef(x[:, :, :, 1:].ravel(), x[:, :, :, :-1].ravel())[0, 1] > 0.5
+
+
+def test_fp16_conversion_agrees_with_fp32(xxs_onnx, check_inputs, tmp_path):
+    out = str(tmp_path / "fp16.onnx")
+    rep = precision.convert_fp16(xxs_onnx, out)
+    assert rep["layernorm_chains_fp32"] == 18  # XXS: 9 transformer layers x 2 LayerNorms
+    assert rep["fp32_nodes"]["Softmax"] == 9
+    m = onnx.load(out)
+    T = onnx.TensorProto
+    assert [i.type.tensor_type.elem_type for i in m.graph.input] == [T.FLOAT]
+    assert [o.type.tensor_type.elem_type for o in m.graph.output] == [T.FLOAT]
+    types = _types(m)
+    kinds = collections.Counter(types[i.name] for i in m.graph.initializer if i.data_type in (T.FLOAT, T.FLOAT16))
+    assert kinds[T.FLOAT16] > 100
+    for n in m.graph.node:
+        if n.op_type in ("Softmax", "Sqrt", "Pow"):
+            assert types[n.input[0]] == T.FLOAT, n.name
+        if n.op_type == "Conv":
+            assert types[n.input[1]] == T.FLOAT16, n.name
+    stats = precision.compare_onnx(xxs_onnx, out, check_inputs)
+    span = stats["ref_logit_range"][1] - stats["ref_logit_range"][0]
+    print(precision.format_comparison("FP16 ONNX", stats))
+    assert stats["top1_agreement"] >= FP16_MIN_TOP1
+    assert stats["max_abs_logit_err"] <= FP16_RANGE_FRACTION * span, (stats, span)
+
+
+def test_fp16_keeps_plugin_gamma_beta_layernorm_and_softmax_fp32(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+    inits = [numpy_helper.from_array(np.random.default_rng(0).random((8, 8)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.ones(8, np.float32), "gamma"),
+             numpy_helper.from_array(np.zeros(8, np.float32), "beta"),
+             numpy_helper.from_array(np.ones(8, np.float32), "scale"),
+             numpy_helper.from_array(np.zeros(8, np.float32), "bias")]
+    nodes = [helper.make_node("MatMul", ["input", "W"], ["h"]),
+             helper.make_node("LayerNorm", ["h", "gamma", "beta"], ["ln"],
+                              **plugin_spec.node_attrs("LayerNorm", epsilon=1e-5)),
+             helper.make_node("Softmax", ["ln"], ["sm"], axis=-1),
+             helper.make_node("LayerNormalization", ["sm", "scale", "bias"], ["class"], axis=-1)]
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("class", TensorProto.FLOAT, [1, 4, 8])], inits,
+                              value_info=[helper.make_tensor_value_info("ln", TensorProto.FLOAT, [1, 4, 8])])
+    src = str(tmp_path / "tiny.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    out = str(tmp_path / "tiny16.onnx")
+    precision.convert_fp16(src, out)
+    m = onnx.load(out)
+    dt = {i.name: i.data_type for i in m.graph.initializer}
+    assert dt == {"W": TensorProto.FLOAT16, "gamma": TensorProto.FLOAT, "beta": TensorProto.FLOAT,
+                  "scale": TensorProto.FLOAT, "bias": TensorProto.FLOAT}
+    by_op = {n.op_type: n for n in m.graph.node if n.op_type != "Cast"}
+    casts = {n.output[0]: n for n in m.graph.node if n.op_type == "Cast"}
+    assert by_op["LayerNorm"].input[0] == "h"  # the plugin runs on float16 x ...
+    assert list(by_op["LayerNorm"].input[1:]) == ["gamma", "beta"]  # ... with float32 gamma/beta
+    assert casts[by_op["Softmax"].input[0]].attribute[0].i == TensorProto.FLOAT  # Softmax in float32
+    assert [vi.type.tensor_type.elem_type for vi in m.graph.value_info if vi.name == "ln"] == [TensorProto.FLOAT16]
+
+
+def test_fp16_refuses_control_flow(tmp_path):
+    from onnx import TensorProto, helper
+    then = helper.make_graph([helper.make_node("Identity", ["x"], ["y1"])], "then", [],
+                             [helper.make_tensor_value_info("y1", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=then)], "g",
+                              [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                               helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    src = str(tmp_path / "if.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), src)
+    with pytest.raises(UserError, match="control-flow"):
+        precision.convert_fp16(src, str(tmp_path / "if16.onnx"))
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_qdq_graph_per_channel_no_int32_bias_and_accuracy(xxs_onnx, check_inputs, tmp_path, method):
+    out = str(tmp_path / ("qdq_%s.onnx" % method))
+    calib = precision.structured_inputs(8, seed=2)
+    bins = 128 if method == "minmax" else 256  # keep ORT's quadratic entropy search short in CI
+    rep = precision.quantize_qdq(xxs_onnx, out, calib, method=method, entropy_bins=bins)
+    s = rep["qdq"]
+    assert s["int32_dq"] == 0
+    # XXS has 35 Conv + 19 Gemm (output channels on axis 0) and 18 MatMul with constant weights (axis 1)
+    assert s["weight_dq_per_channel"] == 72 and s["weight_dq_per_tensor"] == 0
+    assert s["per_channel_axes"] == {"0": 54, "1": 18}
+    assert s["zero_point_nonzero"] == 0
+    m = onnx.load(out)
+    inits = {i.name: i for i in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            assert inits[n.input[0]].data_type == onnx.TensorProto.INT8
+            assert any(a.name == "axis" for a in n.attribute), n.name
+    for n in m.graph.node:  # biases stay float (TensorRT rejects an int32 bias DequantizeLinear)
+        if n.op_type in ("Conv", "Gemm") and len(n.input) > 2:
+            assert inits[n.input[2]].data_type == onnx.TensorProto.FLOAT
+    stats = precision.compare_onnx(xxs_onnx, out, check_inputs)
+    span = stats["ref_logit_range"][1] - stats["ref_logit_range"][0]
+    print(precision.format_comparison("Q/DQ (%s)" % method, stats))
+    assert stats["top1_agreement"] >= QDQ_MIN_TOP1
+    assert stats["max_abs_logit_err"] <= QDQ_RANGE_FRACTION * span, (stats, span)
+
+
+def test_qdq_refuses_an_already_quantized_model(tmp_path, xxs_onnx):
+    out = str(tmp_path / "q.onnx")
+    precision.quantize_qdq(xxs_onnx, out, precision.structured_inputs(2, seed=3), method="minmax")
+    with pytest.raises(UserError, match="already carries Q/DQ"):
+        precision.quantize_qdq(out, str(tmp_path / "qq.onnx"), precision.structured_inputs(2, seed=3))
+
+
+def test_compare_onnx_feeds_static_batches_in_chunks(xxs_onnx):
+    x = precision.structured_inputs(3, seed=4)
+    a = precision.run_onnx(xxs_onnx, x)  # static batch 1 model, 3 inputs
+    assert a.shape == (3, 1000)
+    stats = precision.compare_onnx(xxs_onnx, xxs_onnx, x)
+    assert stats["top1_agreement"] == 1.0 and stats["max_abs_logit_err"] == 0.0
