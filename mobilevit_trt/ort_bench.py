@@ -5,14 +5,7 @@ Graphs with plugin nodes (LayerNorm/Attention) run through the NumPy reference o
 """
 import time
 
-
-def _percentile(sorted_vals, q):
-    if not sorted_vals:
-        return float("nan")
-    k = (len(sorted_vals) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(sorted_vals) - 1)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo)
+from .metrics import latency_stats
 
 
 def onnx_static_batch(path):
@@ -35,7 +28,7 @@ def make_session(path, threads=0):
 
 
 def bench_onnx(path, batches=(1, 4, 8), warmup=5, iters=20, threads=0, img_size=256, seed=0):
-    """Return one row per batch: batch, p50/p90/min/max ms, img/s. Static graphs only run their own batch."""
+    """Return one row per batch: batch, p50/p90/p99/mean/min/max ms, img/s. Static graphs only run their own batch."""
     import numpy as np
     static = onnx_static_batch(path)
     sess = make_session(path, threads)
@@ -53,9 +46,7 @@ def bench_onnx(path, batches=(1, 4, 8), warmup=5, iters=20, threads=0, img_size=
             t0 = time.perf_counter()
             sess.run(None, {name: x})
             times.append((time.perf_counter() - t0) * 1000.0)
-        times.sort()
-        p50 = _percentile(times, 0.5)
-        rows.append({"batch": b, "latency_ms_p50": p50, "latency_ms_p90": _percentile(times, 0.9),
-                     "latency_ms_min": times[0], "latency_ms_max": times[-1], "throughput_img_s": b * 1000.0 / p50,
-                     "iters": iters})
+        row = {"batch": b}
+        row.update(latency_stats(times, b))
+        rows.append(row)
     return rows

@@ -14,14 +14,11 @@ import json
 import os
 
 from . import cuda, trt_compat
+from .build import sidecar_path
 from .errors import UserError
 from .fileio import sha256_file
 
 GPU_NEEDS = "TensorRT and a CUDA GPU"
-
-
-def sidecar_path(engine_path):
-    return engine_path + ".json"
 
 
 def read_sidecar(engine_path):

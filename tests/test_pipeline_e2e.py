@@ -1,0 +1,85 @@
+"""The one-command pipeline end to end on the shipped default model (small limits), then re-run from cache."""
+import json
+import os
+
+import pytest
+
+from tests.helpers import run_script
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("pipeline") / "run")
+    r = run_script(["pipeline.py", "--out", out, "--limit", "40", "--bench-iters", "2", "--calib-count", "16"],
+                   timeout=1500)
+    return out, r
+
+
+def _stages(out):
+    with open(os.path.join(out, "results.json")) as f:
+        res = json.load(f)
+    return res, {s["stage"]: s for s in res["stages"]}
+
+
+def test_pipeline_runs_every_cpu_stage(first_run):
+    out, r = first_run
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res, st = _stages(out)
+    for name in ("export base", "export opt", "surgery", "fp16", "int8 ptq entropy", "int8 ptq minmax",
+                 "int8 qat_w", "int8 qat_wa", "accuracy torch_fp32", "accuracy opt_dynamic_plugin",
+                 "cpu-bench opt_dynamic"):
+        assert st[name]["status"] == "ran", (name, st[name])
+    # nothing failed; whatever was skipped says why
+    assert not [s for s in st.values() if s["status"] == "failed"]
+    assert all(s["note"] for s in st.values() if s["status"] == "skipped")
+    try:
+        import tensorrt_rtx  # noqa: F401
+        have_rtx = True
+    except ImportError:
+        have_rtx = False
+    if have_rtx:  # engines built ahead-of-time on the CPU; the plugin graph is refused with the reason
+        for name in ("opt_b1", "opt_dynamic", "opt_dynamic_fp16", "opt_dynamic_int8_entropy"):
+            assert st["engine " + name]["status"] == "ran", st["engine " + name]
+            assert os.path.getsize(os.path.join(out, "engines", name + ".engine")) > 100000
+        assert "TensorRT-RTX" in st["engine opt_dynamic_plugin"]["note"]
+        assert st["trt-bench opt_b1"]["status"] == "skipped"
+
+
+def test_pipeline_numbers_are_consistent(first_run):
+    out, r = first_run
+    res, _ = _stages(out)
+    acc = {a["variant"]: a for a in res["accuracy"]}
+    # the FP32 ONNX graphs (base, opt, plugin graph through the reference ops) predict what PyTorch predicts
+    for v in ("base_dynamic", "opt_dynamic", "opt_dynamic_plugin"):
+        assert acc[v]["images"] == 40 and acc[v]["correct1"] == acc["torch_fp32"]["correct1"], acc[v]
+    assert acc["torch_fp32"]["top1"] >= 90.0  # the shipped model is a real classifier (99.1% on the full split)
+    assert abs(acc["opt_dynamic_fp16"]["top1"] - acc["opt_dynamic"]["top1"]) <= 5.0
+    exports = {e["variant"]: e for e in res["exports"]}
+    assert exports["opt_dynamic"]["nodes"] <= 1.1 * exports["opt_b1"]["nodes"]
+    assert all(e["passed"] and e["max_abs_vs_torch"] <= 1e-4 for e in exports.values())
+    cpu = res["cpu_latency"]
+    assert {(c["variant"], c["batch"]) for c in cpu} >= {("base_static", 1), ("base_static", 8), ("opt_dynamic", 4)}
+    assert all(c["latency_ms_p50"] > 0 and c["throughput_img_s"] > 0 for c in cpu)
+    md = open(os.path.join(out, "summary.md")).read()
+    for heading in ("## Stages", "## Latency, ONNX Runtime on the CPU", "### Speed-up over the base FP32",
+                    "## Accuracy on the held-out split", "the original project's A10 results"):
+        assert heading in md
+    for png in ("cpu_latency.png", "accuracy.png"):
+        with open(os.path.join(out, png), "rb") as f:
+            data = f.read()
+        assert data[:8] == PNG_MAGIC and len(data) > 10000
+    for csv in ("accuracy.csv", "cpu_latency.csv", "exports.csv", "stages.csv"):
+        assert os.path.getsize(os.path.join(out, csv)) > 50
+
+
+def test_pipeline_rerun_is_cached(first_run):
+    out, _ = first_run
+    r = run_script(["pipeline.py", "--out", out, "--limit", "40", "--bench-iters", "2", "--calib-count", "16"],
+                   timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, st = _stages(out)
+    ran = [n for n, s in st.items() if s["status"] == "ran"]
+    assert ran == [], ran
+    assert st["export opt"]["status"] == "cached" and st["accuracy torch_fp32"]["status"] == "cached"
