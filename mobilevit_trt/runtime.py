@@ -362,9 +362,10 @@ class Reference(object):
 
 def load_reference_data(path):
     """Reference .npz files (``input``, optional ``logits`` and ``label``): one file, or every *.npz in a folder
-    (ordered by batch size)."""
+    that holds reference logits (ordered by batch size; a calibration set beside them, input only, is left out)."""
     import numpy as np
-    if os.path.isdir(path):
+    folder = os.path.isdir(path)
+    if folder:
         files = glob.glob(os.path.join(path, "*.npz"))
     elif os.path.isfile(path):
         files = [path]
@@ -376,6 +377,8 @@ def load_reference_data(path):
             with np.load(f, allow_pickle=False) as z:
                 if "input" not in z.files:
                     raise UserError("%s has no 'input' array (found: %s)" % (f, ", ".join(z.files)))
+                if folder and "logits" not in z.files:
+                    continue  # e.g. calibration.npz written by benchmark/gen_test_data.py next to batch*.npz
                 refs.append(Reference(os.path.basename(f), np.ascontiguousarray(z["input"], np.float32),
                                       z["logits"] if "logits" in z.files else None,
                                       z["label"] if "label" in z.files else None))

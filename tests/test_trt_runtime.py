@@ -75,8 +75,11 @@ def test_reference_data_loading(tmp_path):
     for b in (8, 1, 2):
         np.savez(str(tmp_path / ("batch%d.npz" % b)), input=np.zeros((b, 3, 4, 4), np.float32),
                  logits=np.zeros((b, 10), np.float32), label=np.arange(b))
+    # a calibration set beside the reference batches (gen_test_data.py writes one) is not a reference batch
+    np.savez(str(tmp_path / "calibration.npz"), input=np.zeros((100, 3, 4, 4), np.float32))
     refs = runtime.load_reference_data(str(tmp_path))
     assert [len(r.input) for r in refs] == [1, 2, 8]
+    assert len(runtime.load_reference_data(str(tmp_path / "calibration.npz"))[0].input) == 100  # named: used
     assert refs[0].logits.shape == (1, 10) and list(refs[2].labels) == list(range(8))
     np.savez(str(tmp_path / "bad.npz"), logits=np.zeros(3))
     with pytest.raises(UserError, match="has no 'input' array"):

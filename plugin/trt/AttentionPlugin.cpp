@@ -20,58 +20,13 @@ namespace
 constexpr char const kPLUGIN_NAME[] = "Attention";
 constexpr char const kPLUGIN_VERSION[] = "1";
 constexpr char const kWHERE[] = "Attention plugin";
+constexpr PluginInfo kINFO{kPLUGIN_NAME, kPLUGIN_VERSION, kWHERE, (1U << 1) | (1U << 3), "1 or 3 inputs"};
 constexpr int32_t kDEFAULT_NUM_HEADS = 1;
 constexpr int64_t kMAX_HEAD_DIM = 128; // what the kernels support
 
 bool paramsOk(float scale, int32_t numHeads)
 {
     return std::isfinite(scale) && numHeads >= 1;
-}
-
-// Static checks of the input shapes (dims of -1 are dynamic and not compared); empty when fine.
-std::string checkInputs(nvinfer1::Dims const* dims, int32_t nbInputs, int32_t numHeads)
-{
-    if (nbInputs != 1 && nbInputs != 3)
-    {
-        return "expects 1 input (packed qkv) or 3 inputs (q, k, v), got " + std::to_string(nbInputs);
-    }
-    for (int32_t i = 0; i < nbInputs; ++i)
-    {
-        if (dims[i].nbDims < 3)
-        {
-            return "inputs need rank >= 3 ([..., N, features]), got " + dimsToString(dims[i]);
-        }
-        if (dims[i].nbDims != dims[0].nbDims)
-        {
-            return "q, k, v must have the same rank, got " + dimsToString(dims[0]) + " and " + dimsToString(dims[i]);
-        }
-        for (int32_t j = 0; j < dims[0].nbDims; ++j)
-        {
-            int64_t const a = dims[0].d[j];
-            int64_t const b = dims[i].d[j];
-            if (a >= 0 && b >= 0 && a != b)
-            {
-                return "q, k, v must have the same shape, got " + dimsToString(dims[0]) + " and "
-                    + dimsToString(dims[i]);
-            }
-        }
-    }
-    int64_t const last = dims[0].d[dims[0].nbDims - 1];
-    int64_t const groups = static_cast<int64_t>(numHeads) * (nbInputs == 1 ? 3 : 1);
-    if (last >= 0)
-    {
-        if (last == 0 || last % groups != 0)
-        {
-            return "last dim " + std::to_string(last) + " of " + dimsToString(dims[0]) + " is not a multiple of "
-                + (nbInputs == 1 ? "3*num_heads = " : "num_heads = ") + std::to_string(groups);
-        }
-        if (last / groups > kMAX_HEAD_DIM)
-        {
-            return "head dim " + std::to_string(last / groups) + " > " + std::to_string(kMAX_HEAD_DIM)
-                + " is not supported";
-        }
-    }
-    return std::string();
 }
 } // namespace
 
@@ -93,27 +48,10 @@ AttentionPlugin::AttentionPlugin(void const* data, size_t length)
     }
 }
 
-char const* AttentionPlugin::getPluginType() const noexcept
+PluginInfo const& AttentionPlugin::info() noexcept
 {
-    return kPLUGIN_NAME;
+    return kINFO;
 }
-
-char const* AttentionPlugin::getPluginVersion() const noexcept
-{
-    return kPLUGIN_VERSION;
-}
-
-int32_t AttentionPlugin::getNbOutputs() const noexcept
-{
-    return 1;
-}
-
-int32_t AttentionPlugin::initialize() noexcept
-{
-    return 0;
-}
-
-void AttentionPlugin::terminate() noexcept {}
 
 size_t AttentionPlugin::getSerializationSize() const noexcept
 {
@@ -125,54 +63,6 @@ void AttentionPlugin::serialize(void* buffer) const noexcept
     char* p = static_cast<char*>(buffer);
     writeValue(p, mScale);
     writeValue(p, mNumHeads);
-}
-
-void AttentionPlugin::destroy() noexcept
-{
-    delete this;
-}
-
-void AttentionPlugin::setPluginNamespace(char const* pluginNamespace) noexcept
-{
-    try
-    {
-        mNamespace = pluginNamespace != nullptr ? pluginNamespace : "";
-    }
-    catch (std::exception const& e)
-    {
-        logError(kWHERE, e.what());
-    }
-}
-
-char const* AttentionPlugin::getPluginNamespace() const noexcept
-{
-    return mNamespace.c_str();
-}
-
-nvinfer1::DataType AttentionPlugin::getOutputDataType(
-    int32_t index, nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept
-{
-    if (index != 0 || inputTypes == nullptr || nbInputs < 1)
-    {
-        logError(kWHERE, "getOutputDataType: bad index or inputs");
-        return nvinfer1::DataType::kFLOAT;
-    }
-    return inputTypes[0];
-}
-
-nvinfer1::IPluginV2DynamicExt* AttentionPlugin::clone() const noexcept
-{
-    try
-    {
-        auto* p = new AttentionPlugin(mScale, mNumHeads);
-        p->setPluginNamespace(mNamespace.c_str());
-        return p;
-    }
-    catch (std::exception const& e)
-    {
-        logError(kWHERE, std::string("clone: ") + e.what());
-    }
-    return nullptr;
 }
 
 nvinfer1::DimsExprs AttentionPlugin::getOutputDimensions(int32_t outputIndex, nvinfer1::DimsExprs const* inputs,
@@ -227,241 +117,157 @@ nvinfer1::DimsExprs AttentionPlugin::getOutputDimensions(int32_t outputIndex, nv
     return nvinfer1::DimsExprs{};
 }
 
-bool AttentionPlugin::supportsFormatCombination(
-    int32_t pos, nvinfer1::PluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
+// Static checks of the input shapes (dims of -1 are dynamic and not compared); empty when fine.
+std::string AttentionPlugin::checkInputs(nvinfer1::Dims const* dims, int32_t nbInputs) const
 {
-    if (inOut == nullptr || (nbInputs != 1 && nbInputs != 3) || nbOutputs != 1 || pos < 0
-        || pos >= nbInputs + nbOutputs)
+    if (nbInputs != 1 && nbInputs != 3)
     {
-        logError(kWHERE, "supportsFormatCombination: expects 1 or 3 inputs and 1 output");
-        return false;
+        return "expects 1 input (packed qkv) or 3 inputs (q, k, v), got " + std::to_string(nbInputs);
     }
-    nvinfer1::PluginTensorDesc const& d = inOut[pos];
-    if (d.format != nvinfer1::TensorFormat::kLINEAR)
+    for (int32_t i = 0; i < nbInputs; ++i)
     {
-        return false;
+        if (dims[i].nbDims < 3)
+        {
+            return "inputs need rank >= 3 ([..., N, features]), got " + dimsToString(dims[i]);
+        }
+        if (dims[i].nbDims != dims[0].nbDims)
+        {
+            return "q, k, v must have the same rank, got " + dimsToString(dims[0]) + " and " + dimsToString(dims[i]);
+        }
+        for (int32_t j = 0; j < dims[0].nbDims; ++j)
+        {
+            int64_t const a = dims[0].d[j];
+            int64_t const b = dims[i].d[j];
+            if (a >= 0 && b >= 0 && a != b)
+            {
+                return "q, k, v must have the same shape, got " + dimsToString(dims[0]) + " and "
+                    + dimsToString(dims[i]);
+            }
+        }
     }
+    int64_t const last = dims[0].d[dims[0].nbDims - 1];
+    int64_t const groups = static_cast<int64_t>(mNumHeads) * (nbInputs == 1 ? 3 : 1);
+    if (last >= 0)
+    {
+        if (last == 0 || last % groups != 0)
+        {
+            return "last dim " + std::to_string(last) + " of " + dimsToString(dims[0]) + " is not a multiple of "
+                + (nbInputs == 1 ? "3*num_heads = " : "num_heads = ") + std::to_string(groups);
+        }
+        if (last / groups > kMAX_HEAD_DIM)
+        {
+            return "head dim " + std::to_string(last / groups) + " > " + std::to_string(kMAX_HEAD_DIM)
+                + " is not supported";
+        }
+    }
+    return std::string();
+}
+
+bool AttentionPlugin::supportsType(int32_t pos, nvinfer1::PluginTensorDesc const* inOut) noexcept
+{
+    nvinfer1::DataType const type = inOut[pos].type;
     if (pos == 0)
     {
-        return d.type == nvinfer1::DataType::kFLOAT || d.type == nvinfer1::DataType::kHALF;
+        return type == nvinfer1::DataType::kFLOAT || type == nvinfer1::DataType::kHALF;
     }
-    return d.type == inOut[0].type; // all inputs and the output share one type
+    return type == inOut[0].type; // all inputs and the output share one type
 }
 
-void AttentionPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-    nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
+int32_t AttentionPlugin::launch(nvinfer1::PluginTensorDesc const* inputDesc,
+    nvinfer1::PluginTensorDesc const* outputDesc, void const* const* inputs, void* const* outputs,
+    cudaStream_t stream) const
 {
-    try
+    // TensorRT calls enqueue with the inputs this plugin was built for: 1 or 3 (the dims tell which).
+    int32_t const nbInputs = (inputDesc[0].dims.d[inputDesc[0].dims.nbDims - 1]
+                                 == static_cast<int64_t>(3) * outputDesc[0].dims.d[outputDesc[0].dims.nbDims - 1])
+        ? 1
+        : 3;
+    nvinfer1::Dims dims[3];
+    for (int32_t i = 0; i < nbInputs; ++i)
     {
-        if (in == nullptr || out == nullptr || nbOutputs != 1 || (nbInputs != 1 && nbInputs != 3))
-        {
-            logError(kWHERE, "configurePlugin: expects 1 or 3 inputs and 1 output");
-            return;
-        }
-        nvinfer1::Dims dims[3];
-        for (int32_t i = 0; i < nbInputs; ++i)
-        {
-            dims[i] = in[i].desc.dims;
-        }
-        std::string const err = checkInputs(dims, nbInputs, mNumHeads);
-        if (!err.empty())
-        {
-            logError(kWHERE, "configurePlugin: " + err);
-        }
+        dims[i] = inputDesc[i].dims;
     }
-    catch (std::exception const& e)
+    std::string const err = checkInputs(dims, nbInputs);
+    if (!err.empty())
     {
-        logError(kWHERE, std::string("configurePlugin: ") + e.what());
+        logError(kWHERE, "enqueue: " + err);
+        return 1;
     }
+    nvinfer1::Dims const& x = inputDesc[0].dims;
+    int32_t const r = x.nbDims;
+    int64_t const features = x.d[r - 1];
+    int64_t const hd = nbInputs == 1 ? features / 3 : features; // H*D
+    int64_t const headDim = hd / mNumHeads;
+    int64_t const seqLen = x.d[r - 2];
+    int64_t const batch = volume(x, 0, r - 2);
+    nvinfer1::DataType const type = inputDesc[0].type;
+    size_t const esize = elementSize(type);
+    bool typesOk = esize != 0 && outputDesc[0].type == type;
+    for (int32_t i = 1; i < nbInputs; ++i)
+    {
+        typesOk = typesOk && inputDesc[i].type == type;
+    }
+    if (!typesOk)
+    {
+        logError(kWHERE, "enqueue: inputs and output must all be FP32 or all FP16");
+        return 1;
+    }
+    nvinfer1::Dims const& o = outputDesc[0].dims;
+    if (o.nbDims != r || o.d[r - 1] != hd || o.d[r - 2] != seqLen || volume(o, 0, r - 2) != batch)
+    {
+        logError(kWHERE, "enqueue: output " + dimsToString(o) + " does not match input " + dimsToString(x));
+        return 1;
+    }
+    char const* q = static_cast<char const*>(inputs[0]);
+    void const* k = nbInputs == 1 ? static_cast<void const*>(q + hd * esize) : inputs[1];
+    void const* v = nbInputs == 1 ? static_cast<void const*>(q + 2 * hd * esize) : inputs[2];
+    int32_t const dtype = type == nvinfer1::DataType::kFLOAT ? MVT_DTYPE_FLOAT32 : MVT_DTYPE_FLOAT16;
+    int32_t const status = mvt_attention(q, k, v, outputs[0], batch, seqLen, mNumHeads,
+        static_cast<int32_t>(headDim), features, hd, mScale, dtype, stream);
+    if (status != 0)
+    {
+        logError(kWHERE, std::string("enqueue: mvt_attention failed: ") + mvt_status_string(status));
+        return 1;
+    }
+    return 0;
 }
 
-size_t AttentionPlugin::getWorkspaceSize(nvinfer1::PluginTensorDesc const* inputs, int32_t nbInputs,
-    nvinfer1::PluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept
+AttentionPlugin* AttentionPlugin::fromFields(char const* where, nvinfer1::PluginFieldCollection const* fc)
 {
-    (void) inputs;
-    (void) nbInputs;
-    (void) outputs;
-    (void) nbOutputs;
-    return 0; // the kernel keeps the N x N scores on chip
+    std::string err;
+    float scale = 0.f;
+    nvinfer1::PluginField const* f = findField(fc, "scale");
+    if (f == nullptr)
+    {
+        logError(where, "missing required field 'scale' (FLOAT32)");
+        return nullptr;
+    }
+    if (!readFloat32Field(*f, scale, err))
+    {
+        logError(where, err);
+        return nullptr;
+    }
+    int32_t numHeads = kDEFAULT_NUM_HEADS;
+    f = findField(fc, "num_heads");
+    if (f != nullptr && !readInt32Field(*f, numHeads, err))
+    {
+        logError(where, err);
+        return nullptr;
+    }
+    if (!paramsOk(scale, numHeads))
+    {
+        logError(where, "needs a finite scale and num_heads >= 1, got scale " + std::to_string(scale)
+                + ", num_heads " + std::to_string(numHeads));
+        return nullptr;
+    }
+    return new AttentionPlugin(scale, numHeads);
 }
 
-int32_t AttentionPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
-    nvinfer1::PluginTensorDesc const* outputDesc, void const* const* inputs, void* const* outputs, void* workspace,
-    cudaStream_t stream) noexcept
-{
-    (void) workspace;
-    try
-    {
-        if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
-        {
-            logError(kWHERE, "enqueue: null descriptors or buffers");
-            return 1;
-        }
-        // TensorRT calls enqueue with the inputs this plugin was built for: 1 or 3 (the dims tell which).
-        int32_t const nbInputs = (inputDesc[0].dims.d[inputDesc[0].dims.nbDims - 1]
-                                     == static_cast<int64_t>(3) * outputDesc[0].dims.d[outputDesc[0].dims.nbDims - 1])
-            ? 1
-            : 3;
-        nvinfer1::Dims dims[3];
-        for (int32_t i = 0; i < nbInputs; ++i)
-        {
-            dims[i] = inputDesc[i].dims;
-        }
-        std::string const err = checkInputs(dims, nbInputs, mNumHeads);
-        if (!err.empty())
-        {
-            logError(kWHERE, "enqueue: " + err);
-            return 1;
-        }
-        nvinfer1::Dims const& x = inputDesc[0].dims;
-        int32_t const r = x.nbDims;
-        int64_t const features = x.d[r - 1];
-        int64_t const hd = nbInputs == 1 ? features / 3 : features; // H*D
-        int64_t const headDim = hd / mNumHeads;
-        int64_t const seqLen = x.d[r - 2];
-        int64_t const batch = volume(x, 0, r - 2);
-        nvinfer1::DataType const type = inputDesc[0].type;
-        size_t const esize = elementSize(type);
-        bool typesOk = esize != 0 && outputDesc[0].type == type;
-        for (int32_t i = 1; i < nbInputs; ++i)
-        {
-            typesOk = typesOk && inputDesc[i].type == type;
-        }
-        if (!typesOk)
-        {
-            logError(kWHERE, "enqueue: inputs and output must all be FP32 or all FP16");
-            return 1;
-        }
-        nvinfer1::Dims const& o = outputDesc[0].dims;
-        if (o.nbDims != r || o.d[r - 1] != hd || o.d[r - 2] != seqLen || volume(o, 0, r - 2) != batch)
-        {
-            logError(kWHERE, "enqueue: output " + dimsToString(o) + " does not match input " + dimsToString(x));
-            return 1;
-        }
-        char const* q = static_cast<char const*>(inputs[0]);
-        void const* k = nbInputs == 1 ? static_cast<void const*>(q + hd * esize) : inputs[1];
-        void const* v = nbInputs == 1 ? static_cast<void const*>(q + 2 * hd * esize) : inputs[2];
-        int32_t const dtype = type == nvinfer1::DataType::kFLOAT ? MVT_DTYPE_FLOAT32 : MVT_DTYPE_FLOAT16;
-        int32_t const status = mvt_attention(q, k, v, outputs[0], batch, seqLen, mNumHeads,
-            static_cast<int32_t>(headDim), features, hd, mScale, dtype, stream);
-        if (status != 0)
-        {
-            logError(kWHERE, std::string("enqueue: mvt_attention failed: ") + mvt_status_string(status));
-            return 1;
-        }
-        return 0;
-    }
-    catch (std::exception const& e)
-    {
-        logError(kWHERE, std::string("enqueue: ") + e.what());
-    }
-    return 1;
-}
-
+// The contract's fields, exactly (tests/test_plugin_build.py compares them with plugin_spec.py).
 AttentionPluginCreator::AttentionPluginCreator()
+    : PluginCreatorBase({nvinfer1::PluginField("scale", nullptr, nvinfer1::PluginFieldType::kFLOAT32, 1),
+        nvinfer1::PluginField("num_heads", nullptr, nvinfer1::PluginFieldType::kINT32, 1)})
 {
-    // The contract's fields, exactly (tests/test_plugin_build.py compares them with plugin_spec.py).
-    mFields.emplace_back(nvinfer1::PluginField("scale", nullptr, nvinfer1::PluginFieldType::kFLOAT32, 1));
-    mFields.emplace_back(nvinfer1::PluginField("num_heads", nullptr, nvinfer1::PluginFieldType::kINT32, 1));
-    mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
-    mFieldCollection.fields = mFields.data();
-}
-
-char const* AttentionPluginCreator::getPluginName() const noexcept
-{
-    return kPLUGIN_NAME;
-}
-
-char const* AttentionPluginCreator::getPluginVersion() const noexcept
-{
-    return kPLUGIN_VERSION;
-}
-
-nvinfer1::PluginFieldCollection const* AttentionPluginCreator::getFieldNames() noexcept
-{
-    return &mFieldCollection;
-}
-
-nvinfer1::IPluginV2* AttentionPluginCreator::createPlugin(
-    char const* name, nvinfer1::PluginFieldCollection const* fc) noexcept
-{
-    try
-    {
-        std::string const where = std::string(kWHERE) + " '" + (name != nullptr ? name : "") + "'";
-        std::string const unknown = unknownFields(fc, mFields);
-        if (!unknown.empty())
-        {
-            logWarning(where.c_str(), "ignoring unknown fields: " + unknown);
-        }
-        std::string err;
-        float scale = 0.f;
-        nvinfer1::PluginField const* f = findField(fc, "scale");
-        if (f == nullptr)
-        {
-            logError(where.c_str(), "missing required field 'scale' (FLOAT32)");
-            return nullptr;
-        }
-        if (!readFloat32Field(*f, scale, err))
-        {
-            logError(where.c_str(), err);
-            return nullptr;
-        }
-        int32_t numHeads = kDEFAULT_NUM_HEADS;
-        f = findField(fc, "num_heads");
-        if (f != nullptr && !readInt32Field(*f, numHeads, err))
-        {
-            logError(where.c_str(), err);
-            return nullptr;
-        }
-        if (!paramsOk(scale, numHeads))
-        {
-            logError(where.c_str(), "needs a finite scale and num_heads >= 1, got scale " + std::to_string(scale)
-                    + ", num_heads " + std::to_string(numHeads));
-            return nullptr;
-        }
-        auto* plugin = new AttentionPlugin(scale, numHeads);
-        plugin->setPluginNamespace(mNamespace.c_str());
-        return plugin;
-    }
-    catch (std::exception const& e)
-    {
-        logError(kWHERE, std::string("createPlugin: ") + e.what());
-    }
-    return nullptr;
-}
-
-nvinfer1::IPluginV2* AttentionPluginCreator::deserializePlugin(
-    char const* name, void const* serialData, size_t serialLength) noexcept
-{
-    (void) name;
-    try
-    {
-        auto* plugin = new AttentionPlugin(serialData, serialLength);
-        plugin->setPluginNamespace(mNamespace.c_str());
-        return plugin;
-    }
-    catch (std::exception const& e)
-    {
-        logError(kWHERE, std::string("deserializePlugin: ") + e.what());
-    }
-    return nullptr;
-}
-
-void AttentionPluginCreator::setPluginNamespace(char const* pluginNamespace) noexcept
-{
-    try
-    {
-        mNamespace = pluginNamespace != nullptr ? pluginNamespace : "";
-    }
-    catch (std::exception const& e)
-    {
-        logError(kWHERE, e.what());
-    }
-}
-
-char const* AttentionPluginCreator::getPluginNamespace() const noexcept
-{
-    return mNamespace.c_str();
 }
 
 REGISTER_TENSORRT_PLUGIN(AttentionPluginCreator);

@@ -1,6 +1,7 @@
 // AttentionPlugin.h - TensorRT plugin "Attention" (version "1", namespace ""), contract in
 // mobilevit_trt/plugin_spec.py: one packed qkv [..., N, 3*H*D] or three q, k, v [..., N, H*D] (FP32 or FP16, all
 // the same type, rank >= 3); output [..., N, H*D]; fields scale (FLOAT32), num_heads (INT32, default 1).
+// The plumbing common to all plugins is in PluginBase / PluginCreatorBase.
 #ifndef MVT_ATTENTION_PLUGIN_H
 #define MVT_ATTENTION_PLUGIN_H
 
@@ -13,68 +14,36 @@ namespace mvt
 namespace plugin
 {
 
-class AttentionPlugin final : public nvinfer1::IPluginV2DynamicExt
+class AttentionPlugin final : public PluginBase<AttentionPlugin>
 {
 public:
+    static PluginInfo const& info() noexcept;
+    static AttentionPlugin* fromFields(char const* where, nvinfer1::PluginFieldCollection const* fc);
+
     AttentionPlugin(float scale, int32_t numHeads);
     // From serialize(); throws std::invalid_argument on a malformed buffer.
     AttentionPlugin(void const* data, size_t length);
-    ~AttentionPlugin() override = default;
 
-    // IPluginV2
-    char const* getPluginType() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    int32_t getNbOutputs() const noexcept override;
-    int32_t initialize() noexcept override;
-    void terminate() noexcept override;
     size_t getSerializationSize() const noexcept override;
     void serialize(void* buffer) const noexcept override;
-    void destroy() noexcept override;
-    void setPluginNamespace(char const* pluginNamespace) noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-
-    // IPluginV2Ext
-    nvinfer1::DataType getOutputDataType(
-        int32_t index, nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override;
-
-    // IPluginV2DynamicExt
-    nvinfer1::IPluginV2DynamicExt* clone() const noexcept override;
     nvinfer1::DimsExprs getOutputDimensions(int32_t outputIndex, nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
         nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-    bool supportsFormatCombination(
-        int32_t pos, nvinfer1::PluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override;
-    void configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
-    size_t getWorkspaceSize(nvinfer1::PluginTensorDesc const* inputs, int32_t nbInputs,
-        nvinfer1::PluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
-    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
-        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
+
+    // For PluginBase (supportsFormatCombination, configurePlugin, enqueue).
+    static bool supportsType(int32_t pos, nvinfer1::PluginTensorDesc const* inOut) noexcept;
+    std::string checkInputs(nvinfer1::Dims const* dims, int32_t nbInputs) const;
+    int32_t launch(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
+        void const* const* inputs, void* const* outputs, cudaStream_t stream) const;
 
 private:
     float mScale;
     int32_t mNumHeads;
-    std::string mNamespace;
 };
 
-class AttentionPluginCreator final : public nvinfer1::IPluginCreator
+class AttentionPluginCreator final : public PluginCreatorBase<AttentionPlugin>
 {
 public:
     AttentionPluginCreator();
-    ~AttentionPluginCreator() override = default;
-
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
-    nvinfer1::IPluginV2* createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc) noexcept override;
-    nvinfer1::IPluginV2* deserializePlugin(
-        char const* name, void const* serialData, size_t serialLength) noexcept override;
-    void setPluginNamespace(char const* pluginNamespace) noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-
-private:
-    std::vector<nvinfer1::PluginField> mFields;
-    nvinfer1::PluginFieldCollection mFieldCollection;
-    std::string mNamespace;
 };
 
 } // namespace plugin

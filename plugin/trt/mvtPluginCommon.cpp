@@ -1,6 +1,7 @@
 // mvtPluginCommon.cpp - see mvtPluginCommon.h.
 #include "mvtPluginCommon.h"
 
+#include <exception>
 #include <iostream>
 #include <sstream>
 
@@ -133,6 +134,30 @@ bool readInt32Field(nvinfer1::PluginField const& field, int32_t& value, std::str
     }
     std::memcpy(&value, field.data, sizeof(int32_t));
     return true;
+}
+
+void assignNamespace(std::string& target, char const* ns, char const* where) noexcept
+{
+    try
+    {
+        target = ns != nullptr ? ns : "";
+    }
+    catch (std::exception const& e)
+    {
+        logError(where, e.what());
+    }
+}
+
+void logBadNbTensors(PluginInfo const& info, char const* method) noexcept
+{
+    try
+    {
+        logError(info.where, std::string(method) + ": expects " + info.nbInputsText + " and 1 output");
+    }
+    catch (std::exception const& e)
+    {
+        logError(info.where, e.what());
+    }
 }
 
 } // namespace plugin

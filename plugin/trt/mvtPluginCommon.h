@@ -1,4 +1,5 @@
-// mvtPluginCommon.h - pieces shared by the TensorRT plugins of this library (logging, (de)serialisation, fields).
+// mvtPluginCommon.h - pieces shared by the TensorRT plugins of this library (logging, (de)serialisation, fields,
+// and the PluginBase / PluginCreatorBase templates that hold the plumbing every plugin and creator has in common).
 //
 // Builds against the TensorRT 8.2 .. 11.x headers. TensorRT 10 deprecates IPluginV2DynamicExt / IPluginCreator
 // (IPluginV3 is the new interface); they still work, and every file of the glue wraps itself in
@@ -42,6 +43,8 @@ MVT_TRT_HEADERS_END
 
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -93,6 +96,256 @@ std::string unknownFields(nvinfer1::PluginFieldCollection const* fc, std::vector
 // Reads a scalar FLOAT32 / INT32 field; on a wrong type or length writes the reason to `error` and returns false.
 bool readFloat32Field(nvinfer1::PluginField const& field, float& value, std::string& error);
 bool readInt32Field(nvinfer1::PluginField const& field, int32_t& value, std::string& error);
+
+// target = ns (nullptr reads as ""); a failure is logged under `where`. Never throws.
+void assignNamespace(std::string& target, char const* ns, char const* where) noexcept;
+
+// What getPluginType / getPluginName and getPluginVersion return, the prefix of the plugin's log lines and the numbers
+// of inputs it takes (always 1 output).
+struct PluginInfo
+{
+    char const* name;
+    char const* version;
+    char const* where;        // e.g. "LayerNorm plugin"
+    uint32_t nbInputsMask;    // bit n set: takes n inputs
+    char const* nbInputsText; // the same for messages, e.g. "1 or 3 inputs"
+};
+
+inline bool acceptsNbInputs(PluginInfo const& info, int32_t nbInputs) noexcept
+{
+    return nbInputs >= 0 && nbInputs < 32 && ((info.nbInputsMask >> nbInputs) & 1U) != 0;
+}
+
+// Logs "<method>: expects <nbInputsText> and 1 output" under info.where. Never throws.
+void logBadNbTensors(PluginInfo const& info, char const* method) noexcept;
+
+// The IPluginV2DynamicExt methods that are the same for every plugin of this library: one output of the type of
+// input 0, no resources, no workspace, the namespace, linear formats, and the argument checks and try / catch of
+// configurePlugin and enqueue. Derived (final, copyable) provides getSerializationSize, serialize,
+// getOutputDimensions and these (supportsType and checkInputs see only numbers of inputs that info() accepts):
+//   static PluginInfo const& info() noexcept;
+//   static bool supportsType(int32_t pos, nvinfer1::PluginTensorDesc const* inOut) noexcept;  formats are linear
+//   std::string checkInputs(nvinfer1::Dims const* dims, int32_t nbInputs) const;  static shape checks, "" when fine
+//   int32_t launch(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
+//       void const* const* inputs, void* const* outputs, cudaStream_t stream) const;  enqueue, arguments not null
+// checkInputs and launch may throw std::exception; PluginBase logs it and fails the call.
+template <typename Derived>
+class PluginBase : public nvinfer1::IPluginV2DynamicExt
+{
+public:
+    // IPluginV2
+    char const* getPluginType() const noexcept override
+    {
+        return Derived::info().name;
+    }
+    char const* getPluginVersion() const noexcept override
+    {
+        return Derived::info().version;
+    }
+    int32_t getNbOutputs() const noexcept override
+    {
+        return 1;
+    }
+    int32_t initialize() noexcept override
+    {
+        return 0;
+    }
+    void terminate() noexcept override {}
+    void destroy() noexcept override
+    {
+        delete static_cast<Derived*>(this);
+    }
+    void setPluginNamespace(char const* pluginNamespace) noexcept override
+    {
+        assignNamespace(mNamespace, pluginNamespace, Derived::info().where);
+    }
+    char const* getPluginNamespace() const noexcept override
+    {
+        return mNamespace.c_str();
+    }
+
+    // IPluginV2Ext
+    nvinfer1::DataType getOutputDataType(
+        int32_t index, nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override
+    {
+        if (index != 0 || inputTypes == nullptr || nbInputs < 1)
+        {
+            logError(Derived::info().where, "getOutputDataType: bad index or inputs");
+            return nvinfer1::DataType::kFLOAT;
+        }
+        return inputTypes[0];
+    }
+
+    // IPluginV2DynamicExt
+    nvinfer1::IPluginV2DynamicExt* clone() const noexcept override
+    {
+        try
+        {
+            return new Derived(static_cast<Derived const&>(*this)); // parameters and namespace
+        }
+        catch (std::exception const& e)
+        {
+            logError(Derived::info().where, std::string("clone: ") + e.what());
+        }
+        return nullptr;
+    }
+    size_t getWorkspaceSize(nvinfer1::PluginTensorDesc const* inputs, int32_t nbInputs,
+        nvinfer1::PluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override
+    {
+        (void) inputs;
+        (void) nbInputs;
+        (void) outputs;
+        (void) nbOutputs;
+        return 0; // no kernel of this library needs one (attention keeps the N x N scores on chip)
+    }
+    bool supportsFormatCombination(
+        int32_t pos, nvinfer1::PluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override
+    {
+        if (inOut == nullptr || !acceptsNbInputs(Derived::info(), nbInputs) || nbOutputs != 1 || pos < 0
+            || pos >= nbInputs + nbOutputs)
+        {
+            logBadNbTensors(Derived::info(), "supportsFormatCombination");
+            return false;
+        }
+        return inOut[pos].format == nvinfer1::TensorFormat::kLINEAR && Derived::supportsType(pos, inOut);
+    }
+    void configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override
+    {
+        try
+        {
+            if (in == nullptr || out == nullptr || nbOutputs != 1 || !acceptsNbInputs(Derived::info(), nbInputs))
+            {
+                logBadNbTensors(Derived::info(), "configurePlugin");
+                return;
+            }
+            std::vector<nvinfer1::Dims> dims;
+            for (int32_t i = 0; i < nbInputs; ++i)
+            {
+                dims.push_back(in[i].desc.dims);
+            }
+            std::string const err = static_cast<Derived const&>(*this).checkInputs(dims.data(), nbInputs);
+            if (!err.empty())
+            {
+                logError(Derived::info().where, "configurePlugin: " + err);
+            }
+        }
+        catch (std::exception const& e)
+        {
+            logError(Derived::info().where, std::string("configurePlugin: ") + e.what());
+        }
+    }
+    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
+        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override
+    {
+        (void) workspace;
+        try
+        {
+            if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
+            {
+                logError(Derived::info().where, "enqueue: null descriptors or buffers");
+                return 1;
+            }
+            return static_cast<Derived const&>(*this).launch(inputDesc, outputDesc, inputs, outputs, stream);
+        }
+        catch (std::exception const& e)
+        {
+            logError(Derived::info().where, std::string("enqueue: ") + e.what());
+        }
+        return 1;
+    }
+
+private:
+    std::string mNamespace;
+};
+
+// The IPluginCreator of one plugin. Plugin provides, besides PluginBase's requirements:
+//   Plugin(void const* data, size_t length);   from serialize(); throws std::invalid_argument when malformed
+//   static Plugin* fromFields(char const* where, nvinfer1::PluginFieldCollection const* fc);
+//       the plugin of the creator's fields; logs why under `where` and returns nullptr when they are bad
+// The derived creator passes the contract's fields (mobilevit_trt/plugin_spec.py) to the constructor.
+template <typename Plugin>
+class PluginCreatorBase : public nvinfer1::IPluginCreator
+{
+public:
+    char const* getPluginName() const noexcept override
+    {
+        return Plugin::info().name;
+    }
+    char const* getPluginVersion() const noexcept override
+    {
+        return Plugin::info().version;
+    }
+    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override
+    {
+        return &mFieldCollection;
+    }
+    nvinfer1::IPluginV2* createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc) noexcept override
+    {
+        try
+        {
+            std::string const where = std::string(Plugin::info().where) + " '" + (name != nullptr ? name : "") + "'";
+            std::string const unknown = unknownFields(fc, mFields);
+            if (!unknown.empty())
+            {
+                logWarning(where.c_str(), "ignoring unknown fields: " + unknown);
+            }
+            return withNamespace(Plugin::fromFields(where.c_str(), fc));
+        }
+        catch (std::exception const& e)
+        {
+            logError(Plugin::info().where, std::string("createPlugin: ") + e.what());
+        }
+        return nullptr;
+    }
+    nvinfer1::IPluginV2* deserializePlugin(
+        char const* name, void const* serialData, size_t serialLength) noexcept override
+    {
+        (void) name;
+        try
+        {
+            return withNamespace(new Plugin(serialData, serialLength));
+        }
+        catch (std::exception const& e)
+        {
+            logError(Plugin::info().where, std::string("deserializePlugin: ") + e.what());
+        }
+        return nullptr;
+    }
+    void setPluginNamespace(char const* pluginNamespace) noexcept override
+    {
+        assignNamespace(mNamespace, pluginNamespace, Plugin::info().where);
+    }
+    char const* getPluginNamespace() const noexcept override
+    {
+        return mNamespace.c_str();
+    }
+
+    PluginCreatorBase(PluginCreatorBase const&) = delete; // mFieldCollection points into mFields
+    PluginCreatorBase& operator=(PluginCreatorBase const&) = delete;
+
+protected:
+    explicit PluginCreatorBase(std::initializer_list<nvinfer1::PluginField> fields)
+        : mFields(fields)
+    {
+        mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
+        mFieldCollection.fields = mFields.data();
+    }
+
+private:
+    Plugin* withNamespace(Plugin* plugin) const noexcept
+    {
+        if (plugin != nullptr)
+        {
+            plugin->setPluginNamespace(mNamespace.c_str());
+        }
+        return plugin;
+    }
+
+    std::vector<nvinfer1::PluginField> mFields;
+    nvinfer1::PluginFieldCollection mFieldCollection;
+    std::string mNamespace;
+};
 
 } // namespace plugin
 } // namespace mvt
