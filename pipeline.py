@@ -26,7 +26,7 @@ def build_parser():
                    help="calibration data source (default: the default dataset's train split)")
     p.add_argument("--calib-count", type=cli.positive_int, default=100, help="calibration images (as the original)")
     p.add_argument("--limit", type=cli.positive_int, default=None, help="evaluate only the first N images")
-    p.add_argument("--bench-iters", type=cli.positive_int, default=20, help="timed iterations per CPU benchmark")
+    p.add_argument("--bench-iters", type=cli.positive_int, default=20, help="timed ONNX Runtime calls per variant and batch (interleaved rounds of 5)")
     p.add_argument("--opset", type=int, default=13)
     return p
 

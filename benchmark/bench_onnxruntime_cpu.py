@@ -41,16 +41,13 @@ def main(argv=None):
 
     import multiprocessing
     import platform
-    import statistics
-    import time
 
-    import numpy as np
     import onnx
     import onnxruntime as ort
 
     from mobilevit_trt.errors import UserError
     from mobilevit_trt.fileio import write_json
-    from mobilevit_trt.ort_bench import make_session, onnx_static_batch
+    from mobilevit_trt.ort_bench import bench_interleaved, onnx_static_batch
     from mobilevit_trt.pipeline_report import md_table
 
     onnx_dir = os.path.join(args.run, "onnx")
@@ -70,27 +67,10 @@ def main(argv=None):
                 nodes[series] = len(onnx.load(path, load_external_data=False).graph.node)
     if not jobs:
         raise UserError("no ONNX variants in %s" % onnx_dir)
-    sessions = {path: make_session(path, args.threads) for _, _, path in jobs}
-    rng = np.random.default_rng(0)
-    inputs = {b: rng.standard_normal((b, 3, 256, 256)).astype(np.float32) for b in args.batch}
-    for series, b, path in jobs:  # warm-up
-        for _ in range(3):
-            sessions[path].run(None, {"input": inputs[b]})
-    per_round = {(s, b): [] for s, b, _ in jobs}
-    for rnd in range(args.rounds):
-        for series, b, path in jobs:
-            t = []
-            for _ in range(args.iters):
-                t0 = time.perf_counter()
-                sessions[path].run(None, {"input": inputs[b]})
-                t.append((time.perf_counter() - t0) * 1000.0)
-            per_round[(series, b)].append(statistics.median(t))
-        print("round %d/%d done" % (rnd + 1, args.rounds), flush=True)
-    rows = []
-    for (series, b), meds in per_round.items():
-        m = statistics.median(meds)
-        rows.append({"variant": series, "batch": b, "latency_ms_p50": m, "latency_ms_min": min(meds),
-                     "latency_ms_max": max(meds), "throughput_img_s": b * 1000.0 / m, "nodes": nodes[series]})
+    rows = bench_interleaved(jobs, rounds=args.rounds, iters=args.iters, threads=args.threads,
+                             log=lambda m: print(m, flush=True))
+    for r in rows:
+        r["nodes"] = nodes[r["variant"]]
     at = {(r["variant"], r["batch"]): r["latency_ms_p50"] for r in rows}
     ratios = []
     for label, ref, test in RATIOS:

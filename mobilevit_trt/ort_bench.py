@@ -3,6 +3,7 @@
 Timing: ``warmup`` runs, then ``iters`` runs each timed with ``time.perf_counter``; p50/p90/min/max per batch.
 Graphs with plugin nodes (LayerNorm/Attention) run through the NumPy reference ops and are not timed here.
 """
+import os
 import time
 
 from .metrics import latency_stats
@@ -49,4 +50,47 @@ def bench_onnx(path, batches=(1, 4, 8), warmup=5, iters=20, threads=0, img_size=
         row = {"batch": b}
         row.update(latency_stats(times, b))
         rows.append(row)
+    return rows
+
+
+def bench_interleaved(jobs, rounds=5, iters=10, warmup=3, threads=0, img_size=256, seed=0, log=None):
+    """Time several ONNX files fairly on a shared machine.
+
+    ``jobs``: list of ``(variant, batch, path)``.  Each round times every job for ``iters`` calls, so a burst of
+    load hits all variants alike; a job's figure is the median over rounds of the round p50, with the min..max of
+    the round p50s as its spread.  Returns one row per job.
+    """
+    import statistics
+
+    import numpy as np
+    sessions = {}
+    for _, _, path in jobs:
+        if path not in sessions:
+            sessions[path] = make_session(path, threads)
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for _, b, _ in jobs:
+        if b not in inputs:
+            inputs[b] = rng.standard_normal((b, 3, img_size, img_size)).astype(np.float32)
+    names = {path: sessions[path].get_inputs()[0].name for path in sessions}
+    for _, b, path in jobs:
+        for _ in range(warmup):
+            sessions[path].run(None, {names[path]: inputs[b]})
+    per_round = [[] for _ in jobs]
+    for rnd in range(rounds):
+        for j, (_, b, path) in enumerate(jobs):
+            t = []
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                sessions[path].run(None, {names[path]: inputs[b]})
+                t.append((time.perf_counter() - t0) * 1000.0)
+            per_round[j].append(statistics.median(t))
+        if log:
+            log("round %d/%d done" % (rnd + 1, rounds))
+    rows = []
+    for (variant, b, path), meds in zip(jobs, per_round):
+        m = statistics.median(meds)
+        rows.append({"variant": variant, "batch": b, "onnx": os.path.basename(path), "latency_ms_p50": m,
+                     "latency_ms_min": min(meds), "latency_ms_max": max(meds), "throughput_img_s": b * 1000.0 / m,
+                     "rounds": rounds, "iters": iters})
     return rows

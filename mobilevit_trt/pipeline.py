@@ -349,27 +349,26 @@ def run_pipeline(model_path=None, arch=None, out="runs/default", force=False, da
                 acc_rows.append(dict(r, variant=name, description=desc))
     results["accuracy"] = acc_rows
 
-    # -- CPU latency (ONNX Runtime) -------------------------------------------------------------------------------
-    from .ort_bench import bench_onnx
+    # -- CPU latency (ONNX Runtime), all variants interleaved round by round (fair on a shared machine) ----------
+    from .ort_bench import bench_interleaved, onnx_static_batch
+    series_of = [("base_static", "base_b%d"), ("base_dynamic", "base_dynamic"), ("opt_static", "opt_b%d"),
+                 ("opt_dynamic", "opt_dynamic"), ("opt_dynamic_fp16", "opt_dynamic_fp16"),
+                 ("opt_dynamic_int8_entropy", "opt_dynamic_int8_entropy"), ("qat_wa_dynamic", "qat_wa_dynamic")]
+    jobs = []
+    for series, pattern in series_of:
+        for b in BATCHES:
+            name = pattern % b if "%d" in pattern else pattern
+            path = variants[name][0]
+            if os.path.isfile(path) and onnx_static_batch(path) in (None, b):
+                jobs.append((series, b, path))
     cpu_rows = []
-    bench_plan = ["base_b1", "base_b4", "base_b8", "base_dynamic", "opt_b1", "opt_b4", "opt_b8", "opt_dynamic",
-                  "opt_dynamic_fp16", "opt_dynamic_int8_entropy", "qat_wa_dynamic"]
-    for name in bench_plan:
-        path = variants[name][0]
-        stage = "cpu-bench " + name
-        if not os.path.isfile(path):
-            run.skip(stage, "ONNX variant was not made")
-            continue
-
-        def do_cpu(path=path):
-            return bench_onnx(path, BATCHES, warmup=3, iters=bench_iters)
-        rows = run.run(stage, do_cpu, inputs=[path], params={"iters": bench_iters, "batches": BATCHES,
-                                                             "machine": platform.node()})
-        for r in rows or []:
-            # one series per variant: the static files of each batch size form the "<tag>_static" series
-            series = name.rsplit("_b", 1)[0] + "_static" if name in ("base_b1", "base_b4", "base_b8", "opt_b1",
-                                                                      "opt_b4", "opt_b8") else name
-            cpu_rows.append(dict(r, variant=series, onnx=os.path.basename(path)))
+    if not jobs:
+        run.skip("cpu-bench", "no ONNX variant was made")
+    else:
+        rounds = max(3, bench_iters // 5)
+        cpu_rows = run.run("cpu-bench", lambda: bench_interleaved(jobs, rounds=rounds, iters=5),
+                           inputs=[p for _, _, p in jobs],
+                           params={"rounds": rounds, "jobs": [j[:2] for j in jobs], "machine": platform.node()}) or []
     results["cpu_latency"] = cpu_rows
     results["stages"] = run.summary_rows()
     results["seconds"] = round(time.time() - t_start, 1)

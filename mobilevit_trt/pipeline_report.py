@@ -128,9 +128,10 @@ def _summary_md(results, variants, pngs):
         names, lat, spd = latency_pivot(cpu, lambda b: "base_static")
         cols = ["batch"] + names
         out += ["## Latency, ONNX Runtime on the CPU (ms per batch, p50)", "",
-                "`*_static`: one static-batch ONNX file per batch size. Machine: %s cores; timing: %s "
-                "iterations after warm-up, `time.perf_counter` around `session.run`." % (
-                    mach.get("cores"), cpu[0].get("iters")), "",
+                "`*_static`: one static-batch ONNX file per batch size. Machine: %s cores. Timing: every variant "
+                "timed in %s interleaved rounds of %s calls (`time.perf_counter` around `session.run`); the figure "
+                "is the median of the round medians (min..max in cpu_latency.csv and the plot)." % (
+                    mach.get("cores"), cpu[0].get("rounds"), cpu[0].get("iters")), "",
                 md_table(lat, cols, fmt={c: "%.2f" for c in names}), "",
                 "### Speed-up over the base FP32 static graph at the same batch (base_static latency / variant latency)",
                 "", md_table(spd, cols, fmt={c: "%.2f" for c in names}), ""]
