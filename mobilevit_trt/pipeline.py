@@ -282,9 +282,7 @@ def run_pipeline(model_path=None, arch=None, out="runs/default", force=False, da
 
     # -- TensorRT benchmark (GPU) --------------------------------------------------------------------------------
     results["trt_latency"] = []
-    can_run_trt = api is not None and gpu and api.flavour == "tensorrt"
-    if api is not None and api.flavour == "tensorrt_rtx" and gpu:
-        can_run_trt = True  # RTX runtime on a supported GPU
+    can_run_trt = api is not None and gpu  # TensorRT, or TensorRT-RTX on a GPU it supports
     for name, e in engines.items():
         stage = "trt-bench " + name
         if not can_run_trt:

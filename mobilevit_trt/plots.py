@@ -1,6 +1,4 @@
 """PNG plots for the pipeline report (matplotlib, Agg backend; imported lazily)."""
-import os
-
 from .fileio import atomic_path
 
 
@@ -70,6 +68,3 @@ def plot_accuracy(rows, path, title):
     ax.set_title(title)
     return _save(fig, path)
 
-
-def exists(path):
-    return os.path.isfile(path)

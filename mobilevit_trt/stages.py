@@ -17,10 +17,6 @@ from .fileio import sha256_file, write_json
 STATE_FILE = "pipeline_state.json"
 
 
-class StageFailed(Exception):
-    pass
-
-
 class StageRunner(object):
     def __init__(self, run_dir, force=False, log=print):
         self.run_dir = os.path.abspath(run_dir)
