@@ -1,8 +1,9 @@
 """The accuracy loop: one dataset, any backend (TensorRT engine, ONNX file, PyTorch checkpoint) -> top-1/top-5.
 
 Images are read in dataset order (no shuffling: every run and every backend sees the same batches), batched,
-run through ``backend.infer`` and scored with exact counts.  A backend with a static batch gets its last partial
-batch padded (with copies of the batch's last image) and the padded rows dropped, so every image is counted once.
+run through ``backend.infer`` and scored with exact counts.  A batch the backend does not accept (the last partial
+batch of a static engine, or one below a dynamic engine's profile MIN) is padded with copies of its last image up
+to an accepted size (``backends.fit_batch``) and the padded rows dropped, so every image is counted once.
 """
 import time
 
@@ -28,23 +29,24 @@ def topk_correct(logits, labels, ks=TOPK):
 
 
 def infer_padded(backend, x):
-    """``backend.infer`` on any number of rows: split into chunks of the static batch (if any), pad the last chunk
-    with copies of its last row, drop the padded outputs."""
+    """``backend.infer`` on any number of rows: split into chunks the backend accepts (at most its largest batch),
+    pad a chunk below every accepted size with copies of its last row, drop the padded outputs."""
     import numpy as np
 
-    b = getattr(backend, "static_batch", None)
+    from .backends import fit_batch, max_batch
+
+    ranges = backend.batch_ranges()
     n = len(x)
-    if not b or n == b:
-        out = backend.infer(x)
-    else:
-        outs = []
-        for s in range(0, n, b):
-            chunk = x[s:s + b]
-            k = len(chunk)
-            if k < b:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - k, axis=0)])
-            outs.append(np.asarray(backend.infer(chunk))[:k])
-        out = np.concatenate(outs)
+    step = min(n, max_batch(ranges) or n)
+    outs = []
+    for s in range(0, n, step):
+        chunk = x[s:s + step]
+        k = len(chunk)
+        b = fit_batch(ranges, k)
+        if b > k:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - k, axis=0)])
+        outs.append(np.asarray(backend.infer(chunk))[:k])
+    out = outs[0] if len(outs) == 1 else np.concatenate(outs)
     out = np.asarray(out)
     if out.ndim != 2 or out.shape[0] != n:
         raise RuntimeError("backend returned logits of shape %s for a batch of %d" % (out.shape, n))
@@ -56,11 +58,13 @@ def evaluate(backend, dataset, batch=None, limit=None, show_progress=True, worke
     """Run ``backend`` over ``dataset`` (first ``limit`` images); returns the result dict (percent and counts)."""
     import numpy as np
 
+    from .backends import max_batch
     from .data import iter_batches, limit_dataset
 
     static = getattr(backend, "static_batch", None)
     if batch is None:
-        batch = static or 8
+        ranges = backend.batch_ranges()
+        batch = static or min(8, max_batch(ranges) or 8)
     elif static and batch != static:
         raise UserError("%s was built for batch %d; pass --batch %d (or leave --batch out)"
                         % (backend.source, static, static))

@@ -1,24 +1,82 @@
 """One ``infer(batch) -> logits`` interface over TensorRT, ONNX Runtime and PyTorch.
 
 Every backend takes a float32 NumPy batch ``[B, 3, S, S]`` and returns float32 logits ``[B, num_classes]``.
-``static_batch`` is the batch size the artifact was built for (``None``: any batch); the accuracy loop pads the
-last partial batch up to it and drops the padded rows.  Heavy imports (torch, onnxruntime, tensorrt) happen when
+``static_batch`` is the batch size the artifact was built for (``None``: any batch) and ``batch_ranges()`` the
+batch sizes it accepts (a dynamic TensorRT engine: its profiles' MIN..MAX); the accuracy loop pads a short batch
+up to an accepted size (:func:`fit_batch`) and drops the padded rows.  Every backend also has the timing protocol
+that :mod:`mobilevit_trt.bench` drives (``prepare / execute / timer / synchronize / fetch``): the same latency
+loop runs on TensorRT and, in the CPU tests, on ONNX Runtime.  Heavy imports (torch, onnxruntime, tensorrt) happen when
 a backend is created, never at import.
 """
 import os
+import time
 
 from .errors import UserError
 
 BACKENDS = ("trt", "onnxruntime", "torch")
 
 
+def fit_batch(ranges, n):
+    """The batch size to run ``n`` rows at: ``n`` when a range ``(lo, hi)`` holds it, else the smallest ``lo``
+    above ``n`` (pad up to it).  ``ranges=None``: any size.  UserError when ``n`` exceeds every range (split
+    first: :func:`max_batch`)."""
+    if accepts_batch(ranges, n):
+        return n
+    above = [lo for lo, hi in ranges if lo > n]
+    if not above:
+        raise UserError("a batch of %d is larger than every accepted batch size (%s)" % (
+            n, ", ".join("%d..%d" % r for r in ranges)))
+    return min(above)
+
+
+def accepts_batch(ranges, n):
+    return not ranges or any(lo <= n <= hi for lo, hi in ranges)
+
+
+def max_batch(ranges):
+    return None if not ranges else max(hi for _, hi in ranges)
+
+
+class _WallTimer(object):
+    def start(self):
+        self._t0 = time.perf_counter()
+
+    def stop(self):
+        return (time.perf_counter() - self._t0) * 1000.0
+
+
 class Backend(object):
     name = "backend"
     static_batch = None
     source = None
+    profiles = None      # [(min, opt, max)] batch profiles, where the artifact has them
+    input_shape = None   # (batch or -1, C, H, W)
 
     def infer(self, batch):
         raise NotImplementedError
+
+    def batch_ranges(self):
+        """[(min, max)] batch sizes the artifact accepts, or None for any."""
+        return [(self.static_batch, self.static_batch)] if self.static_batch else None
+
+    # -- timing protocol (mobilevit_trt.bench); synchronous backends run in execute() and time on the wall clock
+    def prepare(self, batch):
+        import numpy as np
+        self._x = np.ascontiguousarray(batch, dtype=np.float32)
+        self._out = None
+
+    def execute(self):
+        self._out = self.infer(self._x)
+        return False
+
+    def timer(self):
+        return _WallTimer()
+
+    def synchronize(self):
+        pass
+
+    def fetch(self):
+        return self._out
 
     def close(self):
         pass
@@ -85,20 +143,35 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path, providers=None, threads=None, optimize=True):
+    def __init__(self, onnx_path, providers=None, threads=None, optimize=True, profiles=None):
+        """``profiles``: [(min, opt, max)] batch profiles to enforce as a TensorRT engine built with them would
+        (a batch outside every profile is refused), so the CPU runs the batching an engine will see."""
         import onnx
 
         if not onnx_path or not os.path.isfile(onnx_path):
             raise UserError("ONNX file not found: %s" % onnx_path)
         self.source = os.path.abspath(onnx_path)
-        proto = onnx.load(onnx_path)
+        try:
+            proto = onnx.load(onnx_path)
+        except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends: not (or no longer) ONNX
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "cannot be decoded"
+            raise UserError("%s is not a readable ONNX model (truncated or another format: %s)"
+                            % (onnx_path, first[:160]))
+        if not proto.graph.input or not proto.graph.output:
+            raise UserError("%s is not a readable ONNX model (no graph inputs or outputs)" % onnx_path)
         inp, out = proto.graph.input[0], proto.graph.output[0]
         self.input_name, self.output_name = inp.name, out.name
         d0 = inp.type.tensor_type.shape.dim[0]
         self.static_batch = d0.dim_value if d0.HasField("dim_value") and d0.dim_value > 0 else None
+        self.input_shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
+                                 for d in inp.type.tensor_type.shape.dim)
         dims = out.type.tensor_type.shape.dim
         self.num_classes = dims[-1].dim_value if len(dims) and dims[-1].HasField("dim_value") else None
         self.plugins = [n.op_type for n in plugin_nodes(proto)]
+        self.profiles = [tuple(int(v) for v in p) for p in profiles] if profiles else None
+        if self.profiles and self.static_batch:
+            raise UserError("%s has a static batch of %d: batch profiles need a dynamic ONNX"
+                            % (onnx_path, self.static_batch))
         self._sess = None
         self._proto = None
         self._runner = None
@@ -124,10 +197,18 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:
             raise UserError("ONNX Runtime cannot load %s: %s" % (onnx_path, str(e).strip().splitlines()[0][:300]))
 
+    def batch_ranges(self):
+        if self.profiles:
+            return [(lo, hi) for lo, _, hi in self.profiles]
+        return Backend.batch_ranges(self)
+
     def infer(self, batch):
         import numpy as np
 
         x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.profiles and not any(lo <= len(x) <= hi for lo, _, hi in self.profiles):
+            raise UserError("batch %d is outside every optimization profile of %s (%s)" % (
+                len(x), self.source, ", ".join("%d:%d:%d" % p for p in self.profiles)))
         if self._sess is not None:
             return np.asarray(self._sess.run([self.output_name], {self.input_name: x})[0], dtype=np.float32)
         feeds = {self.input_name: x}
@@ -151,20 +232,41 @@ class TensorRTBackend(Backend):
 
     name = "trt"
 
-    def __init__(self, engine_path, plugins=None):
+    def __init__(self, engine_path, plugins=None, cuda_graph=False, log=None):
         if not engine_path or not os.path.isfile(engine_path):
             raise UserError("engine not found: %s" % engine_path)
         from .runtime import TrtRunner
 
         self.source = os.path.abspath(engine_path)
-        self.runner = TrtRunner(engine_path, plugins=plugins)
+        self.runner = TrtRunner(engine_path, plugins=plugins, cuda_graph=cuda_graph, log=log)
         self.static_batch = _runner_static_batch(self.runner, engine_path)
+        self.profiles = [tuple(p) for p in self.runner.batch_range]
+        self.input_shape = tuple(self.runner.input.shape)
         self.num_classes = None
 
     def infer(self, batch):
         import numpy as np
 
         return np.asarray(self.runner.infer(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+
+    def batch_ranges(self):
+        return [(lo, hi) for lo, _, hi in self.runner.batch_range]
+
+    # the timing protocol, on the GPU: upload once, enqueue (or replay a graph), GPU events
+    def prepare(self, batch):
+        self.runner.prepare(batch)
+
+    def execute(self):
+        return self.runner.execute()
+
+    def timer(self):
+        return self.runner.timer()
+
+    def synchronize(self):
+        self.runner.synchronize()
+
+    def fetch(self):
+        return self.runner.fetch()
 
     def close(self):
         runner, self.runner = getattr(self, "runner", None), None

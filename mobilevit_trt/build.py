@@ -3,8 +3,9 @@
 All TensorRT differences go through :mod:`trt_compat`; FP16/Q-DQ graph rewriting through :mod:`precision`.
 """
 import datetime
-import glob
 import os
+import shutil
+import tempfile
 import platform
 import time
 
@@ -70,13 +71,23 @@ def onnx_facts(path):
             "outputs": [o.name for o in m.graph.output]}
 
 
+#: the TensorRT plugin library that make -C plugin builds (the kernels-only libmvt_kernels.so beside it exports
+#: the same mvt_* symbols and must not be dlopened RTLD_GLOBAL in front of it)
+PLUGIN_LIBRARY = "libmvt_plugins.so"
+
+
 def default_plugin_libraries():
-    return sorted(glob.glob(os.path.join(PLUGIN_DIR, "*.so")))
+    """[plugin/build/libmvt_plugins.so] when it is built, else []."""
+    path = os.path.join(PLUGIN_DIR, PLUGIN_LIBRARY)
+    return [path] if os.path.isfile(path) else []
 
 
 def resolve_plugins(api, facts, plugins):
-    """Libraries to load: --plugin paths, else plugin/build/*.so when the ONNX has plugin nodes."""
-    if api.flavour == "tensorrt_rtx" and (facts["plugins"] or plugins):
+    """Libraries to load: --plugin paths (checked first: a wrong path is reported as such), else
+    plugin/build/libmvt_plugins.so when the ONNX has plugin nodes."""
+    if plugins:
+        trt_compat.check_plugin_files(plugins)
+    if not api.runs_plugins and (facts["plugins"] or plugins):
         raise UserError("%s does not run the toolkit's C++ plugins%s; build from the ONNX without plugin nodes "
                         "(skip onnx_add_plugin.py)" % (api.display_name, (" (the ONNX has %s)" % ", ".join(
                             "%d %s" % (v, k) for k, v in sorted(facts["plugins"].items()))) if facts["plugins"]
@@ -98,8 +109,39 @@ def _file_record(path):
 
 def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, int8_mode="auto", calib_data=None,
                  calibrator="entropy2", calib_cache=None, calib_limit=None, workspace_mib=None, plugins=None,
-                 timing_cache=None, verbose=False, inspect=False, compute_capabilities=None, log=print):
-    """Build ``onnx_path`` into ``save_path`` (atomic) and write ``<save_path>.json``; return the sidecar dict."""
+                 timing_cache=None, verbose=False, inspect=False, compute_capabilities=None, cuda_graph=False,
+                 keep_intermediate=False, log=print):
+    """Build ``onnx_path`` into ``save_path`` (atomic) and write ``<save_path>.json``; return the sidecar dict.
+
+    Intermediate graphs (``*.qdq.onnx``, ``*.fp16.onnx``) are made in a temporary folder and deleted afterwards,
+    unless ``keep_intermediate`` (then they go next to the engine)."""
+    check_output_path(save_path)
+    work = tempfile.mkdtemp(prefix="mobilevit_trt-build-")
+    try:
+        return _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_data, calibrator,
+                             calib_cache, calib_limit, workspace_mib, plugins, timing_cache, verbose, inspect,
+                             compute_capabilities, cuda_graph, keep_intermediate, work, log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def check_output_path(path):
+    """UserError unless ``path`` can be written as a file (not a directory; its folder writable or creatable)."""
+    if not path:
+        raise UserError("no output path given")
+    if os.path.isdir(path):
+        raise UserError("%s is a directory; give a file name for the engine" % path)
+    folder = os.path.dirname(os.path.abspath(path))
+    probe = folder
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError("cannot write %s: %s is not writable" % (path, probe))
+
+
+def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_data, calibrator, calib_cache,
+                  calib_limit, workspace_mib, plugins, timing_cache, verbose, inspect, compute_capabilities,
+                  cuda_graph, keep_intermediate, work, log):
     from . import calib, precision
 
     if not onnx_path or not os.path.isfile(onnx_path):
@@ -151,6 +193,26 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
 
     onnx_sha = sha256_file(onnx_path)
     stem = os.path.splitext(save_path)[0]
+    inter_stem = stem if keep_intermediate else os.path.join(work, os.path.basename(stem))
+    if mode == "qdq" and not facts["qdq"] and facts["plugins"]:
+        raise UserError("INT8 Q/DQ is calibrated in ONNX Runtime, which cannot run the plugin nodes of %s: build "
+                        "INT8 from the ONNX before onnx_add_plugin.py%s" % (
+                            onnx_path, ", or use --int8-mode implicit (TensorRT 8.x-10.x)"
+                            if api.has_implicit_int8 else ""))
+    cache_path = calib_cache or "%s.calib-%s.cache" % (stem, calibrator)
+    if mode is not None and calib_data is None and not (mode == "qdq" and facts["qdq"]):
+        cached = mode == "implicit" and calib.CalibrationCache(
+            cache_path, onnx_sha, calibrator, api.version, profiles[0][1], log=_quiet).valid()
+        if not cached:
+            try:
+                calib_data = calib.default_calibration_source()
+            except UserError:
+                raise UserError("--int8 needs calibration images: pass --calib-data (an .npz with 'input', an image "
+                                "folder or an LMDB); the default dataset is not there either (python "
+                                "benchmark/make_default_dataset.py makes it)")
+            log("no --calib-data: calibrating on the default dataset's training split %s (%d images, seeded "
+                "sample); pass --calib-data to calibrate on your own images" % (
+                    calib_data, calib_limit or calib.DEFAULT_DATASET_IMAGES))
     calib_inputs = calib.load_calibration_data(calib_data, calib_limit, img_size=dims[2]) if calib_data else None
     if calib_inputs is not None and tuple(calib_inputs.shape[1:]) != tuple(dims[1:]):
         raise UserError("calibration data is %s per image; the ONNX input is %s" % (list(calib_inputs.shape[1:]),
@@ -163,7 +225,7 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
     if mode == "qdq" and not facts["qdq"]:
         if calib_inputs is None:
             raise UserError("--int8 with Q/DQ needs --calib-data (an .npz with 'input' [N,3,H,W] float32)")
-        qdq_path = stem + ".qdq.onnx"
+        qdq_path = inter_stem + ".qdq.onnx"
         rep = precision.quantize_qdq(build_onnx, qdq_path, calib_inputs, method=calib.QDQ_METHOD[calibrator], log=log)
         stats = precision.compare_onnx(onnx_path, qdq_path, check_inputs)
         log(precision.format_comparison("Q/DQ INT8 ONNX", stats))
@@ -171,7 +233,7 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
         transforms.append({"transform": "qdq", "report": rep})
         build_onnx = qdq_path
     if fp16 and api.strongly_typed:
-        fp16_path = stem + ".fp16.onnx"
+        fp16_path = inter_stem + ".fp16.onnx"
         if mode == "qdq":
             log("note: %s is strongly typed: --fp16 with Q/DQ keeps the Q/DQ nodes in FP32 with Casts around them; "
                 "compare its speed with --int8 alone" % api.display_name)
@@ -213,9 +275,14 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
 
     # -- config
     config = builder.create_builder_config()
-    if workspace_mib:
-        trt_compat.set_workspace(api, config, int(workspace_mib) << 20)
+    device_total = None
+    if not workspace_mib and api.branches["workspace"] == "max_workspace_size":
+        from . import cuda
+        device_total = cuda.total_memory()
+    workspace = trt_compat.set_workspace(api, config, workspace_mib, device_total)
+    log("builder workspace: %s" % workspace["note"])
     trt_compat.set_precision_flags(api, config, fp16=fp16, int8=bool(int8))
+    graph_flag = bool(cuda_graph) and trt_compat.enable_graph_capture(api, config)
     if compute_capabilities:
         trt_compat.set_compute_capabilities(api, config, compute_capabilities)
     if inspect:
@@ -230,7 +297,6 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
     cache = None
     if mode == "implicit":
         cal_batch = profiles[0][1]
-        cache_path = calib_cache or "%s.calib-%s.cache" % (stem, calibrator)
         cache = calib.CalibrationCache(cache_path, onnx_sha, calibrator, api.version, cal_batch, log=log)
         if calib_inputs is None and not cache.valid():
             raise UserError("--int8 (implicit calibration) needs --calib-data, or a calibration cache made for this "
@@ -260,10 +326,14 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
                                             ", INT8 %s" % mode if mode else ""))
     mark = logger.mark()
     t0 = time.time()
-    serialized = builder.build_serialized_network(network, config)
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if cal is not None:
+            cal.free()
     build_s = time.time() - t0
     if cal is not None:
-        cal.free()
+        cal.raise_if_failed()
     if serialized is None:
         errors = logger.errors(mark)
         raise BuildError("%s could not build the engine: %s" % (
@@ -289,10 +359,15 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
         "batch": None if facts["dynamic"] else profiles[0][0],
         "profiles": [list(p) for p in profiles],
         "workspace_mib": workspace_mib,
+        "workspace": workspace,
+        "builder_flags": trt_compat.builder_flags_set(api, config),
+        "graph_capture": {"prepared": api.branches["graph_capture"] != "ask_context" or graph_flag,
+                          "require_user_allocation": graph_flag},
         "plugins": [_file_record(p) for p in libs],
         "source_onnx": _file_record(onnx_path),
-        "built_onnx": None if build_onnx == onnx_path else dict(_file_record(build_onnx),
-                                                                 transforms=[t["transform"] for t in transforms]),
+        "built_onnx": None if build_onnx == onnx_path else dict(
+            _file_record(build_onnx), path=os.path.abspath(build_onnx) if keep_intermediate else None,
+            transforms=[t["transform"] for t in transforms]),
         "accuracy": accuracy,
         "build_seconds": round(build_s, 3),
         "built_at": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
@@ -304,6 +379,10 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
     write_json(sidecar_path(save_path), meta)
     log("saved %s (%.1f MB, built in %.1f s) and %s" % (save_path, len(data) / 1e6, build_s, sidecar_path(save_path)))
     return meta
+
+
+def _quiet(*a, **k):
+    pass
 
 
 def _accuracy_record(stats):

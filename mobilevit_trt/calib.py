@@ -19,9 +19,16 @@ QDQ_METHOD = {"entropy2": "entropy", "minmax": "minmax"}
 DEFAULT_DATASET_IMAGES = 256
 
 
-def load_calibration_data(path, limit=None, img_size=256):
+def default_calibration_source():
+    """The default dataset's training split (never the held-out split the accuracy is measured on)."""
+    from . import data
+    return data.default_split("train")
+
+
+def load_calibration_data(path, limit=None, img_size=256, seed=0):
     """[N,3,H,W] float32 calibration inputs: an .npz holding ``input`` (e.g. benchmark/data/calibration.npz), or
-    an image folder / LMDB read and preprocessed by mobilevit_trt.data (first ``limit`` images, default 256)."""
+    an image folder / LMDB read and preprocessed by mobilevit_trt.data (a seeded sample of ``limit`` images,
+    default 256: datasets are stored class by class, so the first N would be a few classes only)."""
     import numpy as np
     if path is None:
         return None
@@ -31,19 +38,22 @@ def load_calibration_data(path, limit=None, img_size=256):
         from . import data
         ds = data.open_dataset(path, img_size=img_size)
         n = min(len(ds), limit or DEFAULT_DATASET_IMAGES)
-        batches = [x for x, _, _ in data.iter_batches(ds, 32, limit=n, show_progress=True,
-                                                       desc="calibration images")]
-        if not batches:
+        if n == 0:
             raise UserError("no images in %s" % path)
-        x = np.concatenate(batches)
+        pick = data.Subset(ds, sorted(data.sample_indices(len(ds), n, seed)))
+        x = np.concatenate([x for x, _, _ in data.iter_batches(pick, 32, show_progress=True,
+                                                                desc="calibration images")])
     else:
         try:
             with np.load(path, allow_pickle=False) as z:
                 if "input" not in z.files:
                     raise UserError("%s has no 'input' array (found: %s)" % (path, ", ".join(z.files) or "nothing"))
                 x = z["input"]
-        except (ValueError, OSError) as e:
-            raise UserError("%s is not a readable .npz file (%s)" % (path, e))
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - truncated zip (BadZipFile, EOFError), bad header (ValueError), I/O
+            raise UserError("%s is not a readable .npz file (%s); regenerate it with benchmark/gen_test_data.py"
+                            % (path, str(e).strip() or "truncated, or not a zip archive"))
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[1] != 3 or len(x) == 0:
         raise UserError("calibration data must be [N,3,H,W] with N > 0, got %s from %s" % (x.shape, path))
@@ -87,6 +97,11 @@ class CalibrationCache(object):
             return None
         with open(self.path, "rb") as f:
             data = f.read()
+        problem = cache_problem(data)
+        if problem:
+            # TensorRT would reject it (or worse, read it) deep inside the build: refuse it here, plainly
+            raise UserError("calibration cache %s is not a TensorRT calibration cache (%s); delete it (and %s) to "
+                            "recalibrate" % (self.path, problem, self.key_path))
         self.used = True
         self.log("using calibration cache %s (%d bytes)" % (self.path, len(data)))
         return data
@@ -97,12 +112,45 @@ class CalibrationCache(object):
         self.written = True
 
 
-def make_calibrator(api, algo, inputs, batch, cache, input_name="input"):
+def cache_problem(data):
+    """Why ``data`` is not a TensorRT calibration cache, or None.  The cache is text: a header line
+    ``TRT-<version>-<Calibrator>`` then ``<tensor name>: <hex scale>`` lines (TensorRT writes it through
+    writeCalibrationCache; e.g. ``TRT-8601-EntropyCalibration2``)."""
+    try:
+        text = bytes(data).decode("ascii")
+    except UnicodeDecodeError:
+        return "not text"
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("TRT-"):
+        return "no 'TRT-<version>-<calibrator>' header line"
+    for line in lines[1:]:
+        if line.strip() and ":" not in line:
+            return "line %r is not '<tensor>: <scale>'" % line[:60]
+    return None
+
+
+class CalibrationFailed(UserError):
+    """An exception inside a calibrator callback, re-raised after the build (see make_calibrator)."""
+
+
+def make_calibrator(api, algo, inputs, batch, cache, input_name="input", progress=True):
     """A TensorRT calibrator (Entropy2 or MinMax) feeding ``inputs`` in batches of ``batch`` from one device
-    buffer, with a tqdm progress bar; ``inputs`` may be None when ``cache`` is valid."""
+    buffer; ``inputs`` may be None when ``cache`` is valid.
+
+    Everything that can fail -- the CUDA backend, the device and pinned buffers, the stream, imports -- happens
+    here, before the build, not in TensorRT's callbacks: on 8.2 ``getBatch`` is ``noexcept`` and calls Python
+    without a try/catch (python/src/infer/pyInt8.cpp at tag 22.04), so any exception there is std::terminate;
+    on 8.6+ the binding catches it, prints "[ERROR] Exception caught in get_batch()" and returns false, which
+    TensorRT reads as "no more batches" -- a silently truncated calibration.  The callbacks therefore catch
+    every exception, record it, and end the calibration; :meth:`Calibrator.raise_if_failed` (called by
+    build.py after ``build_serialized_network``) re-raises it as one clear error."""
     from . import trt_compat
     base = trt_compat.calibrator_base(api, algo)
-    return _calibrator_class(base)(inputs, batch, cache, input_name)
+    cal = _calibrator_class(base)(inputs, batch, cache, input_name)
+    if inputs is not None:
+        from . import cuda
+        cal.prepare_buffers(cuda, progress)
+    return cal
 
 
 def _calibrator_class(base):
@@ -116,49 +164,91 @@ def _calibrator_class(base):
                 raise UserError("calibration needs at least one full batch of %d inputs, got %d"
                                 % (self.batch, len(inputs)))
             self._i = 0
-            self._dev = None
-            self._host = None
+            self._dev = self._host = self._stream = None
             self._bar = None
             self._np = np
+            self._cuda = None
+            self.batches_fed = 0
+            self.failure = None  # (callback name, exception) of the first exception in a callback
+
+        def prepare_buffers(self, cuda, progress=True):
+            """Device/pinned buffers and the stream for one batch, made before the build."""
+            self._cuda = cuda
+            nbytes = self.batch * int(self._np.prod(self.inputs.shape[1:])) * 4
+            cuda.backend("INT8 calibration needs a CUDA GPU")
+            self._dev = cuda.DeviceBuffer(nbytes)
+            self._host = cuda.PinnedBuffer(nbytes)
+            self._stream = cuda.Stream()
+            if progress:
+                from tqdm import tqdm
+                self._bar = tqdm(total=self.n_batches, desc="calibrating", unit="batch")
+
+        def _fail(self, where, exc):
+            if self.failure is None:
+                self.failure = (where, exc)
+            return None
 
         def get_batch_size(self):
             return self.batch
 
         def get_batch(self, names, p_str=None):
-            from . import cuda
-            if self._i >= self.n_batches:
+            try:
+                return self._next_batch()
+            except BaseException as e:  # noqa: BLE001 - nothing may escape into TensorRT (see make_calibrator)
+                return self._fail("get_batch", e)
+
+        def _next_batch(self):
+            if self.failure is not None or self.inputs is None or self._i >= self.n_batches:
                 if self._bar is not None:
                     self._bar.close()
                     self._bar = None
                 return None
-            if self._dev is None:
-                nbytes = self.batch * int(self._np.prod(self.inputs.shape[1:])) * 4
-                self._dev = cuda.DeviceBuffer(nbytes)
-                self._host = cuda.PinnedBuffer(nbytes)
-                self._stream = cuda.Stream()
-                from tqdm import tqdm
-                self._bar = tqdm(total=self.n_batches, desc="calibrating", unit="batch")
             x = self.inputs[self._i * self.batch:(self._i + 1) * self.batch]
             self._host.view(self._np.float32, x.shape)[...] = x
-            cuda.memcpy_htod_async(self._dev, self._host, self._stream)
+            self._cuda.memcpy_htod_async(self._dev, self._host, self._stream)
             self._stream.synchronize()
             self._i += 1
-            self._bar.update(1)
+            self.batches_fed += 1
+            if self._bar is not None:
+                self._bar.update(1)
             return [int(self._dev.ptr)]
 
         def read_calibration_cache(self):
-            return None if self.cache is None else self.cache.read()
+            try:
+                return None if self.cache is None else self.cache.read()
+            except BaseException as e:  # noqa: BLE001
+                return self._fail("read_calibration_cache", e)
 
         def write_calibration_cache(self, data):
-            if self.cache is not None:
-                self.cache.write(data)
+            try:
+                if self.cache is not None and self.failure is None:
+                    self.cache.write(data)
+            except BaseException as e:  # noqa: BLE001
+                self._fail("write_calibration_cache", e)
+
+        def raise_if_failed(self):
+            """After the build: the recorded callback exception as one error (UserErrors keep their text)."""
+            if self.failure is None:
+                if self.inputs is not None and not (self.cache is not None and self.cache.used) \
+                        and self.batches_fed < self.n_batches:
+                    raise CalibrationFailed("TensorRT stopped calibration after %d of %d batches"
+                                            % (self.batches_fed, self.n_batches))
+                return
+            where, e = self.failure
+            if isinstance(e, KeyboardInterrupt):
+                raise e
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            raise CalibrationFailed("calibration failed in %s after %d of %d batches: %s"
+                                    % (where, self.batches_fed, self.n_batches, msg))
 
         def free(self):
             for obj in (self._dev, self._host):
                 if obj is not None:
                     obj.free()
-            if self._dev is not None:
+            if self._stream is not None:
                 self._stream.destroy()
-            self._dev = self._host = None
+            if self._bar is not None:
+                self._bar.close()
+            self._dev = self._host = self._stream = self._bar = None
 
     return Calibrator

@@ -9,6 +9,7 @@ Backends, chosen once (first that imports):
 
 Nothing here is imported at module import time; ``--help`` and the CPU stages never touch CUDA.
 """
+import atexit
 import ctypes
 import sys
 
@@ -112,6 +113,9 @@ class _CudaPython(object):
         return {"name": name, "compute_capability": "%d.%d" % (prop.major, prop.minor),
                 "runtime_version": _call(self.rt.cudaRuntimeGetVersion),
                 "driver_version": _call(self.rt.cudaDriverGetVersion), "backend": self.description}
+
+    def total_memory(self, device=0):
+        return _call(self.rt.cudaGetDeviceProperties, device).totalGlobalMem
 
     def malloc(self, nbytes):
         return int(_call(self.rt.cudaMalloc, nbytes))
@@ -238,16 +242,33 @@ class _PyCuda(object):
         self.drv.init()
         if self.drv.Device.count() < 1:
             raise CudaUnavailable("no CUDA device found")
-        # TensorRT uses the primary context: retain it instead of creating a new one (pycuda.autoinit would)
+        # TensorRT uses the primary context: retain it instead of creating a new one (pycuda.autoinit would).
+        # PyCUDA aborts the process at exit when its context stack is not empty ("PyCUDA ERROR: The context stack
+        # was not empty upon module cleanup", abort() in src/cpp/cuda.hpp context_stack::~context_stack), so the
+        # push is undone at exit, as pycuda.autoprimaryctx does.
         self._ctx = self.drv.Device(device).retain_primary_context()
         self._ctx.push()
+        atexit.register(self.release)
         self._graphs = _DriverGraphs()
+
+    def release(self):
+        """Pop and release the primary context pushed by :meth:`init` (idempotent; registered with atexit)."""
+        ctx, self._ctx = self._ctx, None
+        if ctx is None:
+            return
+        try:
+            ctx.pop()
+        finally:
+            ctx.detach()
 
     def device_info(self, device=0):
         d = self.drv.Device(device)
         major, minor = d.compute_capability()
         return {"name": d.name(), "compute_capability": "%d.%d" % (major, minor),
                 "driver_version": self.drv.get_driver_version(), "backend": self.description}
+
+    def total_memory(self, device=0):
+        return self.drv.Device(device).total_memory()
 
     def malloc(self, nbytes):
         alloc = self.drv.mem_alloc(nbytes)
@@ -330,6 +351,18 @@ def _numpy_from_address(ptr, nbytes):
     return np.frombuffer(buf, dtype=np.uint8, count=nbytes)
 
 
+def driver_problem():
+    """Why the CUDA driver library cannot be loaded, or None when it can (a GPU machine)."""
+    names = ("nvcuda.dll",) if sys.platform.startswith("win") else ("libcuda.so.1", "libcuda.so")
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+            return None
+        except OSError:
+            continue
+    return "%s cannot be loaded" % names[0]
+
+
 def backend(purpose=None, device=0):
     """Initialise (once) and return the CUDA backend.
 
@@ -339,6 +372,9 @@ def backend(purpose=None, device=0):
     if b is not None:
         return b
     what = purpose or "this step needs a CUDA GPU"
+    driver = driver_problem()
+    if driver:
+        raise CudaUnavailable("%s: no CUDA driver/GPU found (%s)" % (what, driver))
     cudart, desc = import_cudart()
     if cudart is not None:
         b = _CudaPython(cudart, desc)
@@ -346,21 +382,29 @@ def backend(purpose=None, device=0):
         try:
             import pycuda.driver as drv
         except ImportError:
-            raise CudaUnavailable("%s: no CUDA Python binding: %s, and PyCUDA is not installed "
-                                  "(pip install cuda-python)" % (what, desc))
+            raise CudaUnavailable("%s: the CUDA driver is there but no CUDA Python binding is installed: pip "
+                                  "install cuda-python (or pycuda)" % what)
         b = _PyCuda(drv)
     try:
         b.init(device)
     except (CudaError, CudaUnavailable) as e:
         raise CudaUnavailable("%s: %s" % (what, e))
     except Exception as e:  # PyCUDA raises its own error types
-        raise CudaUnavailable("%s: %s: %s" % (what, type(e).__name__, e))
+        raise CudaUnavailable("%s: %s" % (what, str(e).strip() or "CUDA initialisation failed"))
     _STATE["backend"] = b
     return b
 
 
 def device_info(device=0):
     return backend().device_info(device)
+
+
+def total_memory(device=0):
+    """Total memory of ``device`` in bytes, or None when no CUDA binding or GPU can tell (never raises)."""
+    try:
+        return int(backend().total_memory(device))
+    except Exception:  # noqa: BLE001 - a best-effort cap (the 8.2 builder workspace), not a requirement
+        return None
 
 
 # -- objects with a clear owner -----------------------------------------------------------------------------------

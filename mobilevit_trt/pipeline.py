@@ -255,8 +255,9 @@ def run_pipeline(model_path=None, arch=None, out="runs/default", force=False, da
             continue
         plugin_libs = None
         if opts.get("plugin"):
-            if api.flavour == "tensorrt_rtx":
-                run.skip(stage, "TensorRT-RTX does not load C++ plugins (the plugin graph needs full TensorRT)")
+            if not api.runs_plugins:
+                run.skip(stage, "%s does not load C++ plugins (the plugin graph needs full TensorRT)"
+                         % api.display_name)
                 continue
             from .build import default_plugin_libraries
             plugin_libs = default_plugin_libraries()
@@ -269,12 +270,12 @@ def run_pipeline(model_path=None, arch=None, out="runs/default", force=False, da
             from .build import build_engine
             meta = build_engine(onnx_path, engine_path, profiles=opts.get("profiles"), fp16=opts.get("fp16", False),
                                 int8=opts.get("int8", False), int8_mode=opts.get("int8_mode", "auto"),
-                                plugins=plugin_libs, log=_quiet)
+                                plugins=plugin_libs, cuda_graph=True, log=_quiet)
             return {"engine": engine_path, "bytes": os.path.getsize(engine_path),
                     "trt": "%s %s" % (api.flavour, api.version), "precision": meta.get("precision"),
                     "profiles": meta.get("profiles")}
         r = run.run(stage, do_build, inputs=[onnx_path] + list(plugin_libs or []),
-                    params={"trt": "%s %s" % (api.flavour, api.version), "opts": opts},
+                    params={"trt": "%s %s" % (api.flavour, api.version), "opts": opts, "graph_capture": True},
                     outputs=[engine_path])
         if r:
             engines[name] = r
@@ -290,17 +291,10 @@ def run_pipeline(model_path=None, arch=None, out="runs/default", force=False, da
             continue
 
         def do_bench(e=e, name=name):
-            import numpy as np
-            from .runtime import TrtRunner
-            rows = []
-            with TrtRunner(e["engine"], cuda_graph=True) as r:
-                for b in r.default_batches():
-                    x = np.random.default_rng(0).standard_normal((b, 3, 256, 256)).astype(np.float32)
-                    st = r.benchmark(x, warmup=20, iters=50)
-                    st.update(variant=name, batch=b)
-                    rows.append(st)
-            return rows
-        rows = run.run(stage, do_bench, inputs=[e["engine"]], params={"v": 1})
+            from .backends import TensorRTBackend
+            with TensorRTBackend(e["engine"], cuda_graph=True, log=log) as target:
+                return bench_stage(target, name)
+        rows = run.run(stage, do_bench, inputs=[e["engine"]], params={"v": 2})
         results["trt_latency"].extend(rows or [])
 
     # -- accuracy ----------------------------------------------------------------------------------------------------
@@ -373,6 +367,16 @@ def run_pipeline(model_path=None, arch=None, out="runs/default", force=False, da
     from .pipeline_report import write_report
     write_report(run, results, variants, log=log)
     return results, run
+
+
+def bench_stage(target, variant, warmup=20, iters=50):
+    """The trt-bench stage's body for one artifact: every default batch of ``target`` (any Backend: a TensorRT
+    engine in the pipeline, ONNX Runtime in the CPU tests), one row each, labelled with ``variant``."""
+    from .bench import benchmark_cases, select_cases
+    rows = benchmark_cases(target, select_cases(target), warmup=warmup, iters=iters)
+    for r in rows:
+        r["variant"] = variant
+    return rows
 
 
 def _machine():

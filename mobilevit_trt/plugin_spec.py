@@ -2,9 +2,17 @@
 
 Graph surgery (``surgery.py``) writes nodes that follow these specs, the ONNX Runtime reference ops
 (``reference_ops.py``) implement them, and the C++ plugin creators in ``plugin/`` read exactly these attribute
-names (their ``getFieldNames()``).  ``tests/test_plugin_spec.py`` checks that the C++ sources agree with this file.
+names (their ``getFieldNames()``).  ``tests/test_plugin_build.py`` checks that the C++ sources agree with this file.
 
-LayerNorm
+Names
+    TensorRT 10.14+ imports the ONNX ``Attention`` operator (opset 23) with a built-in importer chosen by op_type
+    alone, and ONNX/TensorRT may grow a ``LayerNorm`` of their own: a plugin node named like a real op is taken
+    by that op's importer (TensorRT-RTX 1.7: ``Attention (parseNode): INVALID_NODE``).  The plugins therefore
+    carry names no ONNX or TensorRT op uses (``MVT_LayerNorm``, ``MVT_Attention``) and live in their own plugin
+    namespace (``mobilevit_trt``), which every node names in its ``plugin_namespace`` attribute (read by the
+    parser's fallback plugin importer since TensorRT 8.x) and the C++ library registers its creators under.
+
+MVT_LayerNorm
     inputs   x      [..., C]  float32 or float16 (any rank >= 2; normalised over the last dimension)
              gamma  [C]       float32 (always, also when x is float16)
              beta   [C]       float32
@@ -12,7 +20,7 @@ LayerNorm
     attrs    epsilon (float)
     math     y = (x - mean(x)) / sqrt(var(x) + epsilon) * gamma + beta, statistics in float32
 
-Attention
+MVT_Attention
     inputs   either one packed tensor  qkv [..., N, 3*H*D]  (q | k | v concatenated on the last axis, each
              laid out as H heads of D: the output of the single QKV projection)
              or three tensors q, k, v   [..., N, H*D]
@@ -24,15 +32,15 @@ Attention
 from collections import OrderedDict
 
 PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = ""
+PLUGIN_NAMESPACE = "mobilevit_trt"
 
 # attribute name -> (ONNX attribute type, TensorRT PluginField type, default or None when required)
-LAYERNORM_OP = "LayerNorm"
+LAYERNORM_OP = "MVT_LayerNorm"
 LAYERNORM_ATTRS = OrderedDict([
     ("epsilon", ("FLOAT", "FLOAT32", None)),
 ])
 
-ATTENTION_OP = "Attention"
+ATTENTION_OP = "MVT_Attention"
 ATTENTION_ATTRS = OrderedDict([
     ("scale", ("FLOAT", "FLOAT32", None)),
     ("num_heads", ("INT", "INT32", 1)),

@@ -11,6 +11,7 @@
 import collections
 import os
 
+from . import plugin_spec
 from .errors import UserError
 from .fileio import atomic_path
 
@@ -20,7 +21,7 @@ OUTPUT_NAME = "class"
 #: ops computed in float32 as a whole (inputs cast up, outputs cast down)
 FP32_OPS = frozenset(["Softmax", "LayerNormalization", "QuantizeLinear", "DequantizeLinear"])
 #: (op_type, input index) that stay float32 even when the node runs in float16
-FP32_INPUTS = frozenset([("LayerNorm", 1), ("LayerNorm", 2), ("Resize", 2)])
+FP32_INPUTS = frozenset([(plugin_spec.LAYERNORM_OP, 1), (plugin_spec.LAYERNORM_OP, 2), ("Resize", 2)])
 #: ops whose float outputs do not follow their inputs' type (handled specially or left alone)
 _CONTROL_FLOW = frozenset(["If", "Loop", "Scan"])
 FP16_MAX = 65504.0
@@ -109,9 +110,12 @@ def run_onnx(path_or_session, inputs, chunk=None):
 
 def compare_onnx(ref_path, test_path, inputs):
     """Run both models on ``inputs``; return top-1 agreement, max/mean abs logit error and the diff statistics."""
+    from .accuracy import infer_padded
+    from .backends import OnnxRuntimeBackend
     from .metrics import compare_logits
-    ref = run_onnx(ref_path, inputs)
-    test = run_onnx(test_path, inputs)
+    # through the Backend interface: static batches padded, plugin nodes run as reference ops
+    ref = infer_padded(OnnxRuntimeBackend(ref_path), inputs)
+    test = infer_padded(OnnxRuntimeBackend(test_path), inputs)
     stats = compare_logits(test, ref)
     stats["max_abs_logit_err"] = stats["abs_max"]
     stats["mean_abs_logit_err"] = stats["abs_mean"]
@@ -201,7 +205,6 @@ def _checkable(model, domain="mobilevit_trt.plugin_check"):
     default domain (where the TensorRT parser needs them), but checks everything else with them elsewhere."""
     import copy
     from onnx import helper
-    from . import plugin_spec
     m = copy.deepcopy(model)
     moved = False
     for n in m.graph.node:

@@ -9,7 +9,6 @@ plain enqueue + synchronize, then capture) and a per-layer profiler.
 TensorRT differences (bindings vs tensor names, profiler hooks, graph capture checks) go through trt_compat;
 CUDA through cuda.py.
 """
-import glob
 import json
 import os
 
@@ -101,6 +100,21 @@ class LayerTimes(object):
         return out
 
 
+class _EventTimer(object):
+    """GPU time between two events recorded on the runner's stream around one execution."""
+
+    def __init__(self, runner):
+        self.r = runner
+
+    def start(self):
+        self.r._start.record(self.r.stream)
+
+    def stop(self):
+        self.r._end.record(self.r.stream)
+        self.r._end.synchronize()
+        return self.r._start.elapsed_ms(self.r._end)
+
+
 class TrtRunner(object):
     """Load ``engine_path`` and run it on NumPy batches; handles dynamic shapes and several profiles."""
 
@@ -118,6 +132,13 @@ class TrtRunner(object):
             self.log("warning: no sidecar %s: cannot check which TensorRT built the engine"
                      % sidecar_path(engine_path))
         check_engine_version(api, self.meta, engine_path)
+        #: why CUDA graphs may not run although asked for (None: no known reason); results say what ran
+        self.graph_note = None
+        if self.cuda_graph and api.branches["graph_capture"] == "ask_context" and not (
+                (self.meta or {}).get("graph_capture") or {}).get("prepared"):
+            self.graph_note = ("%s captures CUDA graphs only from engines built for it: rebuild with "
+                               "convert_to_trt.py --cudaGraph (REQUIRE_USER_ALLOCATION)" % api.display_name)
+            self.log("warning: " + self.graph_note)
         cuda.backend("%s needs %s" % (purpose, GPU_NEEDS))
         self.logger = trt_compat.make_logger(api, verbose=verbose)
         self.plugins = resolve_plugins(api, self.meta, plugins, self.log)
@@ -241,12 +262,14 @@ class TrtRunner(object):
         self.io.execute(self.context, self.stream.handle)
 
     def _execute(self):
+        """One execution; True when it was a CUDA-graph replay, False when it ran plainly (graphs not asked
+        for, or the context said the stream cannot be captured)."""
         if self.cuda_graph:
             key = self._bound + (tuple(sorted(self.addresses.items())),)
-            self.graphs.launch(key, self._enqueue, capturable=lambda: trt_compat.stream_capturable(
-                self.api, self.context, self.stream.handle))
-        else:
-            self._enqueue()
+            return bool(self.graphs.launch(key, self._enqueue, capturable=lambda: trt_compat.stream_capturable(
+                self.api, self.context, self.stream.handle)))
+        self._enqueue()
+        return False
 
     def _upload(self, x):
         import numpy as np
@@ -281,24 +304,25 @@ class TrtRunner(object):
         out = self.infer_all(x)
         return out[self.outputs[0].name].astype(np.float32, copy=False)
 
-    def benchmark(self, x, warmup=20, iters=50):
-        """GPU time of ``iters`` single executions (events around each enqueue or graph launch, no copies),
-        after ``warmup``; returns (times_ms, logits)."""
-        import numpy as np
+    # -- the timing protocol of mobilevit_trt.bench (the loop itself is backend-independent) ----------------------
+    def prepare(self, x):
+        """Upload ``x`` and bind its shape; then :meth:`execute` runs on it without host copies."""
         self._check_open()
         self._upload(x)
-        for _ in range(warmup):
-            self._execute()
+
+    def execute(self):
+        return self._execute()
+
+    def timer(self):
+        return _EventTimer(self)
+
+    def synchronize(self):
         self.stream.synchronize()
-        times = []
-        for _ in range(iters):
-            self._start.record(self.stream)
-            self._execute()
-            self._end.record(self.stream)
-            self._end.synchronize()
-            times.append(self._start.elapsed_ms(self._end))
+
+    def fetch(self):
+        import numpy as np
         out = self._download()
-        return times, out[self.outputs[0].name].astype(np.float32, copy=False)
+        return out[self.outputs[0].name].astype(np.float32, copy=False)
 
     def profile_layers(self, x, iters=50):
         """Per-layer times over ``iters`` runs (TensorRT IProfiler; with CUDA graphs, enqueue_emits_profile is off
@@ -355,47 +379,6 @@ class TrtRunner(object):
 
 # -- benchmark (test_trt.py) ------------------------------------------------------------------------------------------
 
-class Reference(object):
-    def __init__(self, name, inputs, logits=None, labels=None):
-        self.name, self.input, self.logits, self.labels = name, inputs, logits, labels
-
-
-def load_reference_data(path):
-    """Reference .npz files (``input``, optional ``logits`` and ``label``): one file, or every *.npz in a folder
-    that holds reference logits (ordered by batch size; a calibration set beside them, input only, is left out)."""
-    import numpy as np
-    folder = os.path.isdir(path)
-    if folder:
-        files = glob.glob(os.path.join(path, "*.npz"))
-    elif os.path.isfile(path):
-        files = [path]
-    else:
-        raise UserError("--data not found: %s" % path)
-    refs = []
-    for f in files:
-        try:
-            with np.load(f, allow_pickle=False) as z:
-                if "input" not in z.files:
-                    raise UserError("%s has no 'input' array (found: %s)" % (f, ", ".join(z.files)))
-                if folder and "logits" not in z.files:
-                    continue  # e.g. calibration.npz written by benchmark/gen_test_data.py next to batch*.npz
-                refs.append(Reference(os.path.basename(f), np.ascontiguousarray(z["input"], np.float32),
-                                      z["logits"] if "logits" in z.files else None,
-                                      z["label"] if "label" in z.files else None))
-        except (ValueError, OSError) as e:
-            raise UserError("%s is not a readable .npz file (%s)" % (f, e))
-    if not refs:
-        raise UserError("no .npz files in %s" % path)
-    refs.sort(key=lambda r: (len(r.input), r.name))
-    return refs
-
-
-def random_input(batch, shape, seed=0):
-    import numpy as np
-    rng = np.random.default_rng(seed + batch)
-    return rng.standard_normal((batch,) + tuple(shape)).astype(np.float32)
-
-
 def default_atol(precision):
     from .metrics import DEFAULT_ATOL
     key = (precision or "fp32").split("+")[0]
@@ -404,66 +387,35 @@ def default_atol(precision):
 
 def benchmark_engine(engine_path, data=None, batches=None, warmup=20, iters=50, cuda_graph=False,
                      profile_layers=False, atol=None, plugins=None, verbose=False, log=print):
-    """Time the engine per batch size and compare with reference logits.
+    """Time the engine per batch size and compare with reference logits (bench.benchmark_cases).
 
     Returns (rows, meta, layer_tables): one row dict per batch (latency p50/p90/p99, throughput, diff statistics,
-    verdict), metadata, and [(batch, LayerTimes rows)] when ``profile_layers``."""
-    from . import metrics
+    verdict, whether CUDA graphs ran), metadata, and [(batch, LayerTimes rows)] when ``profile_layers``."""
+    from .backends import TensorRTBackend
+    from .bench import benchmark_cases, load_reference_data, select_cases
     refs = load_reference_data(data) if data else None
-    with TrtRunner(engine_path, plugins=plugins, cuda_graph=cuda_graph, verbose=verbose, purpose="test_trt.py",
-                   log=log) as r:
+    target = TensorRTBackend(engine_path, plugins=plugins, cuda_graph=cuda_graph, log=log)
+    try:
+        r = target.runner
         precision = (r.meta or {}).get("precision", "fp32")
         tol = default_atol(precision) if atol is None else atol
-        cases = []
-        if refs:
-            for ref in refs:
-                b = len(ref.input)
-                if batches and b not in batches:
-                    continue
-                if not r.accepts(ref.input.shape):
-                    log("skipping %s: batch %d is outside the engine's profiles %s" % (
-                        ref.name, b, ", ".join("%d:%d:%d" % p for p in r.batch_range)))
-                    continue
-                cases.append(ref)
-            if not cases:
-                raise UserError("no reference file in %s fits the engine (profiles %s)" % (
-                    data, ", ".join("%d:%d:%d" % p for p in r.batch_range)))
-        else:
-            for b in (batches or r.default_batches()):
-                shape = (b,) + tuple(r.input.shape[1:])
-                r.select_profile(shape)  # UserError when outside every profile
-                cases.append(Reference("random", random_input(b, r.input.shape[1:])))
-        rows = []
-        for case in cases:
-            b = len(case.input)
-            times, out = r.benchmark(case.input, warmup=warmup, iters=iters)
-            row = {"batch": b, "data": case.name, "cuda_graph": cuda_graph}
-            row.update(metrics.latency_stats(times, b))
-            if case.logits is not None:
-                ref = case.logits.reshape(out.shape)
-                row.update(metrics.compare_logits(out, ref))
-            else:
-                row.update({"abs_mean": None, "abs_median": None, "abs_max": None, "rel_mean": None,
-                            "rel_median": None, "rel_max": None, "top1_agreement": None})
-            if case.labels is not None:
-                row["top1_acc"] = metrics.topk_accuracy(out, case.labels, ks=(1,))["top1"]
-            row["atol"] = tol
-            row["verdict"] = metrics.verdict(row.get("abs_max"), tol) if case.logits is not None else "-"
-            rows.append(row)
+        cases = select_cases(target, refs, batches, data, log=log)
+        rows = benchmark_cases(target, cases, warmup=warmup, iters=iters, atol=tol)
         layer_tables = []
         if profile_layers:
             for case in cases:
                 lt = r.profile_layers(case.input, iters=iters)
                 layer_tables.append((len(case.input), lt.rows(iterations=iters)))
+        ran_graphs = all(row["cuda_graph"] for row in rows)
         meta = {"engine": os.path.abspath(engine_path), "tensorrt": r.api.describe(), "sidecar": r.meta,
-                "device": cuda.device_info(), "warmup": warmup, "iters": iters, "cuda_graph": cuda_graph,
+                "device": cuda.device_info(), "warmup": warmup, "iters": iters,
+                "cuda_graph_requested": cuda_graph, "cuda_graph": bool(cuda_graph and ran_graphs),
                 "atol": tol, "timing": "GPU events around each enqueue/graph launch; copies excluded",
                 "graphs_captured": r.graphs.captures}
+        if cuda_graph and not ran_graphs:
+            log("note: CUDA graphs were asked for but %s ran plainly (the rows say which); %s" % (
+                "some executions" if any(row["cuda_graph"] for row in rows) else "every execution",
+                r.graph_note or "the context refused stream capture"))
+    finally:
+        target.close()
     return rows, meta, layer_tables
-
-
-TABLE_COLUMNS = ["batch", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput_img_s", "abs_mean",
-                 "abs_median", "abs_max", "rel_mean", "rel_median", "rel_max", "verdict"]
-TABLE_HEADERS = {"latency_ms_p50": "p50 ms", "latency_ms_p90": "p90 ms", "latency_ms_p99": "p99 ms",
-                 "throughput_img_s": "img/s", "abs_mean": "abs mean", "abs_median": "abs median",
-                 "abs_max": "abs max", "rel_mean": "rel mean", "rel_median": "rel median", "rel_max": "rel max"}

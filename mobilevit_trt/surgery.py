@@ -25,8 +25,9 @@ import sys
 
 from . import plugin_spec
 from .errors import UserError
-# The plugin nodes live in the default domain (what the TensorRT ONNX parser looks up); onnx.checker runs on a
-# copy where they are moved to CHECK_DOMAIN.
+# The plugin nodes live in the default domain with op types no ONNX op uses (plugin_spec); the TensorRT ONNX
+# parser finds them through its fallback plugin importer (plugin name = op_type, plugin_version and
+# plugin_namespace attributes).  onnx.checker runs on a copy where they are moved to CHECK_DOMAIN.
 from .reference_ops import CHECK_DOMAIN, PLUGIN_DOMAINS, np_dtype
 
 KINDS = collections.OrderedDict([
@@ -34,9 +35,6 @@ KINDS = collections.OrderedDict([
     ("attention", plugin_spec.ATTENTION_OP),
 ])
 DEFAULT_KINDS = tuple(KINDS)
-# ONNX opset 23 introduced a standard ``Attention`` op in the default domain: a plugin node of that name
-# would be taken for it.
-FIRST_OPSET_WITH_STD_ATTENTION = 23
 VERIFY_ATOL = 1e-4
 DYNAMIC_VERIFY_BATCHES = (1, 4)
 _SIM_SUBSTITUTES = (2, 3)     # values given to symbolic dims when a rearrange chain is run on index tensors
@@ -980,8 +978,6 @@ def _packed_source(an, q, k, v):
 
 
 def _match_attention(an, softmax):
-    if an.opset and an.opset >= FIRST_OPSET_WITH_STD_ATTENTION:
-        raise _NoMatch("opset >= 23 has a standard Attention op")
     s_in = softmax.inputs[0]
     rank = an.rank(s_in)
     default_axis = -1 if an.opset >= 13 else 1
@@ -1159,9 +1155,6 @@ def add_plugins(model, kinds=DEFAULT_KINDS, allow_missing=False, log=print):
         graph = gs.import_onnx(model)
     except Exception as e:  # noqa: BLE001
         raise UserError("onnx-graphsurgeon cannot import the model: %s" % str(e).splitlines()[0])
-    if "attention" in kinds and int(graph.opset or 0) >= FIRST_OPSET_WITH_STD_ATTENTION:
-        raise UserError("opset %d has a standard ONNX 'Attention' op: an Attention plugin node in the default "
-                        "domain would be read as that op; export with --opset <= 21" % graph.opset)
     info = {}
     shapes = infer_shapes(model, info)
     records = []

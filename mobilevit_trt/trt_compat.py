@@ -99,9 +99,20 @@ BRANCHES = {
                                            ("ComputeCapability", "NONE")]},
     },
     "graph_capture": {
-        # TensorRT-RTX compiles kernels lazily and can say whether a stream may be captured right now
-        "ask_context": {"serves": ("rtx",), "names": [("IExecutionContext", "is_stream_capturable")]},
+        # TensorRT-RTX compiles kernels lazily and can say whether a stream may be captured right now; stream
+        # capture needs an engine built with REQUIRE_USER_ALLOCATION (TensorRT-RTX 1.2 release notes: "This is
+        # required when using CUDA stream capture"), so the builder sets it when graphs are wanted
+        "ask_context": {"serves": ("rtx",), "names": [("IExecutionContext", "is_stream_capturable"),
+                                                      ("BuilderFlag", "REQUIRE_USER_ALLOCATION")]},
         "after_plain_enqueue": {"serves": ("8.2.4", "8.6.1", "10.16", "11.1"), "names": []},
+    },
+    "parser_flags": {
+        # 10.15+: OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE -- a registered plugin wins over a built-in importer of
+        # the same op name (10.14 added a built-in importer for the ONNX Attention op).  The toolkit's plugin
+        # names collide with no op (plugin_spec), so this is a second guard, set wherever it exists.
+        "plugin_override": {"serves": ("10.16", "11.1", "rtx"),
+                            "names": [("OnnxParserFlag", "ENABLE_PLUGIN_OVERRIDE"), ("OnnxParser", "set_flag")]},
+        "none": {"serves": ("8.2.4", "8.6.1"), "names": []},
     },
 }
 
@@ -111,6 +122,7 @@ COMMON = {
               ("Builder", "create_network"), ("Builder", "create_builder_config"),
               ("Builder", "create_optimization_profile"), ("Builder", "build_serialized_network"),
               ("IBuilderConfig", "add_optimization_profile"), ("IBuilderConfig", "profiling_verbosity"),
+              ("IBuilderConfig", "get_flag"), ("BuilderFlag", None),
               ("IBuilderConfig", "create_timing_cache"), ("IBuilderConfig", "set_timing_cache"),
               ("IBuilderConfig", "get_timing_cache"), ("ITimingCache", "serialize"),
               ("IOptimizationProfile", "set_shape"),
@@ -186,6 +198,8 @@ def select_branches(has):
         sel["hardware_target"] = "build_gpu"
     sel["graph_capture"] = ("ask_context" if has("IExecutionContext", "is_stream_capturable")
                             else "after_plain_enqueue")
+    sel["parser_flags"] = ("plugin_override" if has("OnnxParserFlag", "ENABLE_PLUGIN_OVERRIDE")
+                           and has("OnnxParser", "set_flag") else "none")
     return sel
 
 
@@ -222,6 +236,15 @@ class TrtApi(object):
     @property
     def has_implicit_int8(self):
         return self.branches["calibration"] == "implicit"
+
+    @property
+    def runs_plugins(self):
+        """Whether this TensorRT loads the toolkit's C++ plugin library (TensorRT-RTX does not)."""
+        return self.flavour != "tensorrt_rtx"
+
+    @property
+    def is_rtx(self):
+        return self.flavour == "tensorrt_rtx"
 
     def describe(self):
         return {"flavour": self.flavour, "version": self.version}
@@ -313,11 +336,52 @@ def create_network(api, builder):
     return builder.create_network(0)
 
 
-def set_workspace(api, config, nbytes):
-    if api.branches["workspace"] == "memory_pool":
-        config.set_memory_pool_limit(api.module.MemoryPoolType.WORKSPACE, int(nbytes))
-    else:
-        config.max_workspace_size = int(nbytes)
+#: builder workspace when --workspace is not given, on releases whose default is 0 (8.2: max_workspace_size)
+DEFAULT_WORKSPACE_BYTES = 1 << 30
+
+
+def workspace_plan(branch, requested_mib=None, device_total_bytes=None):
+    """(bytes to set or None, note) for the builder workspace.
+
+    TensorRT 8.2's default workspace is 0 ("By default the workspace size is 0, which means there is no temporary
+    memory", include/NvInfer.h at tag 22.04, IBuilderConfig::setMaxWorkspaceSize), which makes Myelin/transformer
+    tactics fail or fall back to slow ones; there the toolkit sets 1 GiB, capped at half the device memory when
+    that is known.  8.4+ (memory pools) default to the device's memory: set only what the user asked for."""
+    if requested_mib:
+        return int(requested_mib) << 20, "--workspace %d MiB" % int(requested_mib)
+    if branch == "memory_pool":
+        return None, "TensorRT default (the device memory)"
+    nbytes = DEFAULT_WORKSPACE_BYTES
+    if device_total_bytes:
+        nbytes = min(nbytes, int(device_total_bytes) // 2)
+    return nbytes, "toolkit default %d MiB (this TensorRT defaults to 0)" % (nbytes >> 20)
+
+
+def set_workspace(api, config, requested_mib=None, device_total_bytes=None):
+    """Set the builder workspace per :func:`workspace_plan`; return {"bytes": n or None, "note": ...}."""
+    nbytes, note = workspace_plan(api.branches["workspace"], requested_mib, device_total_bytes)
+    if nbytes is not None:
+        if api.branches["workspace"] == "memory_pool":
+            config.set_memory_pool_limit(api.module.MemoryPoolType.WORKSPACE, int(nbytes))
+        else:
+            config.max_workspace_size = int(nbytes)
+    return {"bytes": nbytes, "note": note}
+
+
+def builder_flags_set(api, config):
+    """Names of the BuilderFlag members set on ``config``, read back from TensorRT (what the build really used)."""
+    flags = api.module.BuilderFlag
+    members = getattr(flags, "__members__", {})
+    return sorted(name for name, value in members.items() if config.get_flag(value))
+
+
+def enable_graph_capture(api, config):
+    """Build so that CUDA stream capture works: TensorRT-RTX needs BuilderFlag.REQUIRE_USER_ALLOCATION; other
+    releases capture any engine (returns whether a flag was set)."""
+    if api.branches["graph_capture"] != "ask_context":
+        return False
+    config.set_flag(api.module.BuilderFlag.REQUIRE_USER_ALLOCATION)
+    return True
 
 
 def set_precision_flags(api, config, fp16=False, int8=False):
@@ -393,12 +457,22 @@ def serialize_timing_cache(config):
 
 # -- plugins ------------------------------------------------------------------------------------------------------
 
-def load_plugin_libraries(api, logger, paths):
-    """dlopen each library (its static registration runs) and initialise TensorRT's own plugins."""
-    handles = []
+def check_plugin_files(paths):
+    """UserError unless every path is an existing shared library (ELF, or Mach-O / PE by magic)."""
     for p in paths:
         if not os.path.isfile(p):
             raise UserError("plugin library not found: %s; build it: make -C plugin" % p)
+        with open(p, "rb") as f:
+            magic = f.read(4)
+        if magic not in (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe") and magic[:2] != b"MZ":
+            raise UserError("%s is not a shared library (a plugin library is a .so built by make -C plugin)" % p)
+
+
+def load_plugin_libraries(api, logger, paths):
+    """dlopen each library (its static registration runs) and initialise TensorRT's own plugins."""
+    handles = []
+    check_plugin_files(paths)
+    for p in paths:
         try:
             handles.append(ctypes.CDLL(os.path.abspath(p), mode=getattr(ctypes, "RTLD_GLOBAL", 0)))
         except OSError as e:
@@ -468,7 +542,9 @@ class _TensorNameIO(_IOBase):
             if not context.set_input_shape(name, tuple(shape)):
                 raise UserError("TensorRT rejected input shape %s for %r (profile %d)" % (tuple(shape), name, profile))
         for name, ptr in addresses.items():
-            context.set_tensor_address(name, int(ptr))
+            if not context.set_tensor_address(name, int(ptr)):
+                raise RuntimeError("TensorRT refused the address of tensor %r (see the TensorRT messages above)"
+                                   % name)
         return {t.name: tuple(context.get_tensor_shape(t.name)) for t in self.tensors if not t.is_input}
 
     def execute(self, context, stream_handle):
@@ -556,9 +632,17 @@ def report_to_profiler(context):
 
 
 def set_profile(context, profile, stream_handle):
+    """Make ``profile`` active.  The binding raises RuntimeError when TensorRT refuses (pyCore.cpp: 22.04
+    lines 295-301, v8.6.1 353-358, v10.16 346-352 throw instead of returning false); both mean the same here."""
     if context.active_optimization_profile != profile:
-        if not context.set_optimization_profile_async(profile, stream_handle):
-            raise UserError("TensorRT refused optimization profile %d" % profile)
+        try:
+            ok = context.set_optimization_profile_async(profile, stream_handle)
+        except RuntimeError as e:
+            ok, why = False, str(e).strip().splitlines()[0] if str(e).strip() else "refused"
+        else:
+            why = "refused"
+        if not ok:
+            raise UserError("TensorRT refused optimization profile %d (%s)" % (profile, why))
 
 
 def inspect_engine(api, engine, context=None):
@@ -594,4 +678,8 @@ def new_builder(api, logger):
 
 
 def new_parser(api, network, logger):
-    return api.module.OnnxParser(network, logger)
+    """The ONNX parser; with ENABLE_PLUGIN_OVERRIDE set where the release has it (10.15+, TensorRT-RTX)."""
+    parser = api.module.OnnxParser(network, logger)
+    if api.branches["parser_flags"] == "plugin_override":
+        parser.set_flag(api.module.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE)
+    return parser

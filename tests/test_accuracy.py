@@ -8,6 +8,7 @@ from PIL import Image
 
 from mobilevit_trt import accuracy as A
 from mobilevit_trt import data as D
+from mobilevit_trt import plugin_spec
 from mobilevit_trt.backends import OnnxRuntimeBackend
 from mobilevit_trt.errors import UserError
 from tests.helpers import run_script
@@ -157,7 +158,7 @@ def test_plugin_graph_runs_with_reference_ops(tmp_path):
     r = run_script(["onnx_add_plugin.py", "--input_path", plain, "--save_path", plugged])
     assert r.returncode == 0, r.stderr
     be = OnnxRuntimeBackend(plugged)
-    assert be.name == "onnxruntime+reference-plugins" and "LayerNorm" in be.plugins and "Attention" in be.plugins
+    assert be.name == "onnxruntime+reference-plugins" and plugin_spec.LAYERNORM_OP in be.plugins and plugin_spec.ATTENTION_OP in be.plugins
     out = A.infer_padded(be, x)
     ref = TorchBackend(DEFAULT_WEIGHTS, opt=True, quiet=True).infer(x)
     assert np.abs(out - ref).max() < 1e-3

@@ -85,8 +85,8 @@ def test_fp16_keeps_plugin_gamma_beta_layernorm_and_softmax_fp32(tmp_path):
              numpy_helper.from_array(np.ones(8, np.float32), "scale"),
              numpy_helper.from_array(np.zeros(8, np.float32), "bias")]
     nodes = [helper.make_node("MatMul", ["input", "W"], ["h"]),
-             helper.make_node("LayerNorm", ["h", "gamma", "beta"], ["ln"],
-                              **plugin_spec.node_attrs("LayerNorm", epsilon=1e-5)),
+             helper.make_node(plugin_spec.LAYERNORM_OP, ["h", "gamma", "beta"], ["ln"],
+                              **plugin_spec.node_attrs(plugin_spec.LAYERNORM_OP, epsilon=1e-5)),
              helper.make_node("Softmax", ["ln"], ["sm"], axis=-1),
              helper.make_node("LayerNormalization", ["sm", "scale", "bias"], ["class"], axis=-1)]
     graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 8])],
@@ -102,8 +102,8 @@ def test_fp16_keeps_plugin_gamma_beta_layernorm_and_softmax_fp32(tmp_path):
                   "scale": TensorProto.FLOAT, "bias": TensorProto.FLOAT}
     by_op = {n.op_type: n for n in m.graph.node if n.op_type != "Cast"}
     casts = {n.output[0]: n for n in m.graph.node if n.op_type == "Cast"}
-    assert by_op["LayerNorm"].input[0] == "h"  # the plugin runs on float16 x ...
-    assert list(by_op["LayerNorm"].input[1:]) == ["gamma", "beta"]  # ... with float32 gamma/beta
+    assert by_op[plugin_spec.LAYERNORM_OP].input[0] == "h"  # the plugin runs on float16 x ...
+    assert list(by_op[plugin_spec.LAYERNORM_OP].input[1:]) == ["gamma", "beta"]  # ... with float32 gamma/beta
     assert casts[by_op["Softmax"].input[0]].attribute[0].i == TensorProto.FLOAT  # Softmax in float32
     assert [vi.type.tensor_type.elem_type for vi in m.graph.value_info if vi.name == "ln"] == [TensorProto.FLOAT16]
 

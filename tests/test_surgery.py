@@ -186,14 +186,14 @@ def test_variant_fused_and_matches_pytorch(variant, exported, mobilevit, torch_r
     arch, opt, dynamic, opset, simplify = variant
     path = exported(*variant)
     fused, report = surgery.add_plugins(onnx.load(path), log=_quiet)
-    assert dict(report["counts"]) == {"LayerNorm": N_LAYERNORM, "Attention": N_ATTENTION}
+    assert dict(report["counts"]) == {"MVT_LayerNorm": N_LAYERNORM, "MVT_Attention": N_ATTENTION}
     ops = [n.op_type for n in fused.graph.node]
     # nothing of the patterns is left behind
     assert "Softmax" not in ops and "ReduceMean" not in ops and "LayerNormalization" not in ops
     _check_plugin_nodes(fused)
 
     model = mobilevit(arch, opt)
-    att = [r for r in report["fusions"] if r["kind"] == "Attention"]
+    att = [r for r in report["fusions"] if r["kind"] == "MVT_Attention"]
     assert all(r["input_form"] == "packed_qkv" and r["num_heads"] == 1 and r["head_dim"] == 32 for r in att)
     np.testing.assert_allclose(sorted(r["scale"] for r in att), _expected_scales(arch), rtol=1e-6)
     # gamma, beta and eps of every fused LayerNorm are exactly the PyTorch module's
@@ -224,7 +224,7 @@ def test_layernorm_eps_read_from_graph(opt, opset, simplify, exported, torch_ref
     eps = 1e-3
     path = exported("xxs", opt, False, opset, simplify, ln_eps=eps)
     fused, report = surgery.add_plugins(onnx.load(path), log=_quiet)
-    lns = [r for r in report["fusions"] if r["kind"] == "LayerNorm"]
+    lns = [r for r in report["fusions"] if r["kind"] == "MVT_LayerNorm"]
     assert len(lns) == N_LAYERNORM
     assert all(r["epsilon"] == pytest.approx(eps, rel=1e-6) for r in lns)
     fused_path = str(tmp_path / "fused.onnx")
@@ -380,8 +380,8 @@ def test_multi_head_transformer(flavour, dynamic, tmp_path):
     module = _randomize_small(cls(32, 1, 4, 8, 64, 0.0))
     x = torch.randn(2, 4, 16, 32)
     fused, report = _fuse(_export_small(module, x, str(tmp_path / "m.onnx"), dynamic=dynamic))
-    assert dict(report["counts"]) == {"LayerNorm": 2, "Attention": 1}
-    att = [r for r in report["fusions"] if r["kind"] == "Attention"][0]
+    assert dict(report["counts"]) == {"MVT_LayerNorm": 2, "MVT_Attention": 1}
+    att = [r for r in report["fusions"] if r["kind"] == "MVT_Attention"][0]
     assert (att["num_heads"], att["head_dim"], att["input_form"]) == (4, 8, "packed_qkv")
     assert att["scale"] == pytest.approx(32 ** -0.5, rel=1e-6)
     surgery.check_fused(fused)
@@ -409,7 +409,7 @@ def test_separate_projections_three_inputs(tmp_path):
     module = _randomize_small(SeparateQKV())
     x = torch.randn(2, 10, 24)
     fused, report = _fuse(_export_small(module, x, str(tmp_path / "m.onnx"), dynamic=True), ["attention"])
-    assert dict(report["counts"]) == {"Attention": 1}
+    assert dict(report["counts"]) == {"MVT_Attention": 1}
     att = report["fusions"][0]
     assert att["input_form"] == "q_k_v" and len(att["inputs"]) == 3 and att["num_heads"] == 2
     assert att["scale"] == pytest.approx(1.0 / math.sqrt(12), rel=1e-6)
@@ -452,11 +452,11 @@ def test_layernorm_spellings(square, inv, affine, opset, tmp_path):
     mean_inputs = [len(n.input) for n in model.graph.node if n.op_type == "ReduceMean"]
     assert mean_inputs == ([2, 2] if opset >= 18 else [1, 1])
     fused, report = _fuse(model, ["layernorm"])
-    assert dict(report["counts"]) == {"LayerNorm": 1}
+    assert dict(report["counts"]) == {"MVT_LayerNorm": 1}
     rec = report["fusions"][0]
     assert rec["epsilon"] == pytest.approx(1e-2, rel=1e-6)
     assert rec["affine_in_graph"] == [affine, affine]
-    assert [n.op_type for n in fused.graph.node] == ["LayerNorm"]
+    assert [n.op_type for n in fused.graph.node] == ["MVT_LayerNorm"]
     _assert_matches_torch(module, fused, (2, 5, 16))
 
 
@@ -466,12 +466,12 @@ def test_layernorm_near_misses_stay_unfused(tmp_path):
     # (x - mean) is also a graph output
     leak = ManualLayerNorm(leak=True).eval()
     fused, report = _fuse(_export_small(leak, x, str(tmp_path / "leak.onnx"), outputs=("y", "d")), ["layernorm"])
-    assert report["counts"]["LayerNorm"] == 0
+    assert report["counts"]["MVT_LayerNorm"] == 0
     assert "ReduceMean" in [n.op_type for n in fused.graph.node]
     # normalisation over a non-last axis (C == last dim so gamma/beta still broadcast)
     axis1 = ManualLayerNorm(axis=1).eval()
     _, report = _fuse(_export_small(axis1, x, str(tmp_path / "axis1.onnx")), ["layernorm"])
-    assert report["counts"]["LayerNorm"] == 0
+    assert report["counts"]["MVT_LayerNorm"] == 0
 
 
 class AttentionQuirk(torch.nn.Module):
@@ -505,9 +505,9 @@ def test_attention_near_misses_stay_unfused(quirk, tmp_path):
     x = torch.randn(2, 4, 6, 16)
     outputs = ("y", "s") if quirk == "scores_used" else ("y",)
     fused, report = _fuse(_export_small(module, x, str(tmp_path / "m.onnx"), outputs=outputs), ["attention"])
-    assert report["counts"]["Attention"] == 0
+    assert report["counts"]["MVT_Attention"] == 0
     assert "Softmax" in [n.op_type for n in fused.graph.node]
-    assert report["missing"] == ["Attention"]
+    assert report["missing"] == ["MVT_Attention"]
 
 
 @pytest.mark.parametrize("quirk,opset", [("none", 13), ("split", 13), ("split", 18)])
@@ -521,7 +521,7 @@ def test_attention_control_is_fused(quirk, opset, tmp_path):
     assert ("Split" in [n.op_type for n in model.graph.node]) == (quirk == "split")
     fused, report = _fuse(model, ["attention"])
     rec = report["fusions"][0]
-    assert report["counts"]["Attention"] == 1
+    assert report["counts"]["MVT_Attention"] == 1
     assert (rec["num_heads"], rec["input_form"], rec["scale"]) == (2, "packed_qkv", 0.25)
     surgery.check_fused(fused)
     _assert_matches_torch(module, fused, (2, 4, 6, 16))
@@ -533,7 +533,7 @@ def test_missing_kind_is_an_error_unless_allowed(tmp_path):
     with pytest.raises(UserError, match="Attention"):
         surgery.add_plugins(model, ["layernorm", "attention"], log=_quiet)
     _, report = surgery.add_plugins(model, ["layernorm", "attention"], allow_missing=True, log=_quiet)
-    assert dict(report["counts"]) == {"LayerNorm": 1, "Attention": 0}
+    assert dict(report["counts"]) == {"MVT_LayerNorm": 1, "MVT_Attention": 0}
     with pytest.raises(UserError):
         surgery.parse_kinds("layernorm,softmax")
 
@@ -583,7 +583,7 @@ def test_cli_missing_kind_exit_codes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert os.path.exists(out)
     rep = json.load(open(report))
-    assert rep["counts"] == {"LayerNorm": 1, "Attention": 0} and rep["verify"]["passed"]
+    assert rep["counts"] == {"MVT_LayerNorm": 1, "MVT_Attention": 0} and rep["verify"]["passed"]
 
 
 def test_cli_end_to_end_report(exported, tmp_path):
@@ -591,11 +591,11 @@ def test_cli_end_to_end_report(exported, tmp_path):
     out, report = str(tmp_path / "plugin.onnx"), str(tmp_path / "surgery.json")
     r = _cli("--input_path", src, "--save_path", out, "--report", report)
     assert r.returncode == 0, r.stderr
-    assert "LayerNorm   18 fused" in r.stdout and "Attention    9 fused" in r.stdout
+    assert "MVT_LayerNorm  18 fused" in r.stdout and "MVT_Attention   9 fused" in r.stdout
     verdicts = [line for line in r.stdout.splitlines() if line.startswith(("PASSED", "FAILED"))]
     assert len(verdicts) == 1 and verdicts[0].startswith("PASSED") and "(tol 0.0001)" in verdicts[0]
     rep = json.load(open(report))
-    assert rep["counts"] == {"LayerNorm": 18, "Attention": 9}
+    assert rep["counts"] == {"MVT_LayerNorm": 18, "MVT_Attention": 9}
     assert rep["verify"]["passed"] and rep["verify"]["max_abs"] <= ATOL
     assert len(rep["fusions"]) == 27
     for f in rep["fusions"]:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mobilevit_trt import calib, cuda, metrics, report, runtime
+from mobilevit_trt import bench, calib, cuda, metrics, report, runtime
 from mobilevit_trt.errors import UserError
 
 
@@ -77,15 +77,15 @@ def test_reference_data_loading(tmp_path):
                  logits=np.zeros((b, 10), np.float32), label=np.arange(b))
     # a calibration set beside the reference batches (gen_test_data.py writes one) is not a reference batch
     np.savez(str(tmp_path / "calibration.npz"), input=np.zeros((100, 3, 4, 4), np.float32))
-    refs = runtime.load_reference_data(str(tmp_path))
+    refs = bench.load_reference_data(str(tmp_path))
     assert [len(r.input) for r in refs] == [1, 2, 8]
-    assert len(runtime.load_reference_data(str(tmp_path / "calibration.npz"))[0].input) == 100  # named: used
+    assert len(bench.load_reference_data(str(tmp_path / "calibration.npz"))[0].input) == 100  # named: used
     assert refs[0].logits.shape == (1, 10) and list(refs[2].labels) == list(range(8))
     np.savez(str(tmp_path / "bad.npz"), logits=np.zeros(3))
     with pytest.raises(UserError, match="has no 'input' array"):
-        runtime.load_reference_data(str(tmp_path))
+        bench.load_reference_data(str(tmp_path))
     with pytest.raises(UserError, match="--data not found"):
-        runtime.load_reference_data(str(tmp_path / "nope"))
+        bench.load_reference_data(str(tmp_path / "nope"))
     assert runtime.default_atol("int8+fp16") == metrics.DEFAULT_ATOL["int8"]
     assert runtime.default_atol(None) == metrics.DEFAULT_ATOL["fp32"]
 
