@@ -618,8 +618,10 @@ DEFAULT_DATASET_DIR = os.path.join(REPO_ROOT, "benchmark", "data", "default")
 PACKAGED_SOURCES = ("mnist5k", "digits")
 
 
-def default_split(split="val", root=DEFAULT_DATASET_DIR):
-    """Path of a split of the default dataset: ``<split>.lmdb`` where lmdb is installed, else the image folder."""
+def default_split(split="val", root=None):
+    """Path of a split of the default dataset (in ``root``, default :data:`DEFAULT_DATASET_DIR`):
+    ``<split>.lmdb`` where lmdb is installed, else the image folder."""
+    root = root or DEFAULT_DATASET_DIR
     lmdb_path = os.path.join(root, split + ".lmdb")
     folder = os.path.join(root, split)
     try:

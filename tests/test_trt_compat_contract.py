@@ -287,3 +287,131 @@ def test_source_reader_sees_removals(release):
     classes, _ = binding_source_names(os.environ["TRT_SOURCE_GIT_DIR"], SOURCE_TAGS[release])
     for cls, attr in ABSENT_AT[release]:
         assert attr not in classes.get(cls, set()), (release, cls, attr)
+
+
+# -- the TensorRT 11.4 lean runtime: the real runtime classes of the 10+/11 branch, on a CPU machine -------------------
+
+#: every runtime call the 10+/11 code path (trt_compat's tensor_names / get_creator / after_plain_enqueue branches
+#: and COMMON["run"]) makes, with the kinds of the positional arguments it passes.  The AST check below keeps this
+#: list equal to the calls in the code; the lean check keeps it equal to the real binding's signatures.
+LEAN_CALLS = {
+    ("Runtime", "deserialize_cuda_engine"): ("buffer",),
+    ("ICudaEngine", "create_execution_context"): (),
+    ("ICudaEngine", "get_tensor_name"): ("int",),
+    ("ICudaEngine", "get_tensor_mode"): ("str",),
+    ("ICudaEngine", "get_tensor_dtype"): ("str",),
+    ("ICudaEngine", "get_tensor_shape"): ("str",),
+    ("ICudaEngine", "get_tensor_profile_shape"): ("str", "int"),
+    ("IExecutionContext", "set_input_shape"): ("str", "shape"),
+    ("IExecutionContext", "get_tensor_shape"): ("str",),
+    ("IExecutionContext", "set_tensor_address"): ("str", "int"),
+    ("IExecutionContext", "execute_async_v3"): ("int",),
+    ("IExecutionContext", "set_optimization_profile_async"): ("int", "int"),
+    ("IExecutionContext", "report_to_profiler"): (),
+    ("IPluginRegistry", "get_creator"): ("str", "str", "str"),
+}
+#: attributes read or assigned, not called
+LEAN_PROPERTIES = [("ICudaEngine", "num_io_tensors"), ("ICudaEngine", "num_optimization_profiles"),
+                   ("ICudaEngine", "num_layers"), ("IExecutionContext", "active_optimization_profile"),
+                   ("IExecutionContext", "profiler"), ("IExecutionContext", "enqueue_emits_profile")]
+#: enum members and overridable methods the runtime path uses
+LEAN_OTHER = [("TensorIOMode", "INPUT"), ("IProfiler", "report_layer_time"), ("ILogger", "log"),
+              ("ILogger", "Severity")]
+_KIND_TYPES = {"str": ("str",), "int": ("SupportsInt", "int"), "shape": ("tuple", "list", "Dims"),
+               "buffer": ("Buffer", "buffer", "bytes")}
+
+
+def _lean():
+    try:
+        import tensorrt_lean_bindings
+    except ImportError as e:  # pragma: no cover - CI installs it (requirements-engine.txt)
+        pytest.skip("tensorrt_lean_bindings not importable (pip install tensorrt-lean-cu13-libs "
+                    "tensorrt-lean-cu13-bindings): %s" % e)
+    return tensorrt_lean_bindings
+
+
+def _split_params(text):
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[(<":
+            depth += 1
+        elif ch in "])>":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def pybind_overloads(func, name):
+    """[[(param name, type text, has default)], ...] from a pybind11 docstring (every overload), self dropped."""
+    overloads = []
+    for line in (func.__doc__ or "").splitlines():
+        m = re.match(r"^\s*(?:\d+\.\s*)?%s\((.*)\)\s*->" % re.escape(name), line)
+        if not m or m.group(1) == "*args, **kwargs":
+            continue
+        params = []
+        for p in _split_params(m.group(1))[1:]:
+            pname, _, rest = p.partition(":")
+            ptype, eq, _ = rest.partition("=")
+            params.append((pname.strip(), ptype.strip(), bool(eq)))
+        overloads.append(params)
+    return overloads
+
+
+def _accepts(overload, kinds):
+    required = sum(1 for _, _, d in overload if not d)
+    if not required <= len(kinds) <= len(overload):
+        return False
+    return all(any(t == ptype or ptype.endswith("." + t) for t in _KIND_TYPES[k])
+               for k, (_, ptype, _) in zip(kinds, overload))
+
+
+def test_lean_runtime_has_every_runtime_call_with_a_compatible_signature():
+    mod = _lean()
+    assert mod.__version__.startswith("11."), mod.__version__
+    bad = []
+    for (cls, meth), kinds in sorted(LEAN_CALLS.items()):
+        func = getattr(getattr(mod, cls, None), meth, None)
+        if func is None:
+            bad.append("%s.%s missing" % (cls, meth))
+            continue
+        overloads = pybind_overloads(func, meth)
+        assert overloads, "%s.%s: no signature in its docstring" % (cls, meth)
+        if not any(_accepts(o, kinds) for o in overloads):
+            bad.append("%s.%s%s fits none of %s" % (cls, meth, kinds, overloads))
+    for cls, attr in LEAN_PROPERTIES:
+        if not isinstance(getattr(getattr(mod, cls, None), attr, None), property):
+            bad.append("%s.%s is not a property" % (cls, attr))
+    for cls, attr in LEAN_OTHER:
+        if not hasattr(getattr(mod, cls, None), attr):
+            bad.append("%s.%s missing" % (cls, attr))
+    assert not bad, bad
+
+
+def test_lean_calls_cover_the_runtime_branches():
+    """Every (class, attribute) the 10+/11 runtime branches and COMMON["run"] declare is checked above (or is an
+    engine-inspector name: the lean runtime has no inspector), and the code's calls pass as many positional
+    arguments as LEAN_CALLS says."""
+    checked = set(LEAN_CALLS) | set(LEAN_PROPERTIES) | set(LEAN_OTHER)
+    declared = set(tc.COMMON["run"])
+    for topic, branch in (("io", "tensor_names"), ("plugin_registry", "get_creator")):
+        declared |= set(tc.BRANCHES[topic][branch]["names"])
+    inspector = {n for n in declared if n[0] in ("EngineInspector", "LayerInformationFormat")
+                 or n[1] == "create_engine_inspector"}
+    classes_only = {n for n in declared if n[1] is None}
+    assert declared - inspector - classes_only <= checked, sorted(declared - inspector - classes_only - checked)
+    by_method = {}
+    for (cls, meth), kinds in LEAN_CALLS.items():
+        by_method.setdefault(meth, set()).add(len(kinds))
+    for path in ("mobilevit_trt/trt_compat.py", "mobilevit_trt/runtime.py"):
+        with open(os.path.join(ROOT, path)) as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in by_method \
+                    and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "trt_compat"):
+                assert len(node.args) in by_method[node.func.attr], (path, node.lineno, node.func.attr)
