@@ -11,10 +11,13 @@ Nothing here is imported at module import time; ``--help`` and the CPU stages ne
 """
 import atexit
 import ctypes
+import os
 import sys
 
 from .errors import UserError
 
+#: environment variable that picks the CUDA binding: cuda-python (default when importable) or pycuda
+BACKEND_ENV = "MOBILEVIT_TRT_CUDA"
 CAPTURE_MODE_THREAD_LOCAL = 1  # cudaStreamCaptureModeThreadLocal == CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
 
 
@@ -234,7 +237,8 @@ class _DriverGraphs(object):
 class _PyCuda(object):
     def __init__(self, drv):
         self.drv = drv
-        self.description = "PyCUDA %s (graphs: driver API via ctypes)" % getattr(drv, "get_version", lambda: "")()
+        version = getattr(drv, "get_version", lambda: ())()  # the CUDA version PyCUDA was built for, a tuple
+        self.description = "PyCUDA (CUDA %s; graphs: driver API via ctypes)" % ".".join(str(v) for v in version)
         self._ctx = None
         self._graphs = None
 
@@ -375,7 +379,10 @@ def backend(purpose=None, device=0):
     driver = driver_problem()
     if driver:
         raise CudaUnavailable("%s: no CUDA driver/GPU found (%s)" % (what, driver))
-    cudart, desc = import_cudart()
+    choice = os.environ.get(BACKEND_ENV, "")
+    if choice not in ("", "cuda-python", "pycuda"):
+        raise UserError("%s must be cuda-python or pycuda, got %r" % (BACKEND_ENV, choice))
+    cudart, desc = import_cudart() if choice != "pycuda" else (None, "")
     if cudart is not None:
         b = _CudaPython(cudart, desc)
     else:
@@ -592,7 +599,8 @@ class GraphCache(object):
 
     The first use of a key runs ``enqueue()`` once plainly and synchronizes (work after a shape or address change
     may allocate or set state, which must not happen during capture), then captures a second ``enqueue()``.
-    ``capturable()`` may veto a capture (TensorRT-RTX asks the context); then the work runs plainly.
+    ``capturable()`` may veto a capture (TensorRT-RTX asks the context); then that one plain run was the call's
+    execution and :meth:`launch` returns False (it returns True when it replayed a graph).
     """
 
     def __init__(self, stream):
@@ -606,11 +614,10 @@ class GraphCache(object):
     def launch(self, key, enqueue, capturable=None):
         exe = self._execs.get(key)
         if exe is None:
-            enqueue()
-            self.stream.synchronize()
+            enqueue()  # this call's execution when capture is vetoed; else the plain run before capturing
             if capturable is not None and not capturable():
-                enqueue()
                 return False
+            self.stream.synchronize()
             self.stream.begin_capture()
             try:
                 enqueue()

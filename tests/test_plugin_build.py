@@ -3,8 +3,9 @@
 1. The kernels-only library builds with this machine's nvcc (``make -C plugin kernels SM=80`` into a temporary
    BUILD_DIR) and exports exactly the C ABI that plugin/kernels/mvt_kernels.h declares (``nm -D``).
    Skipped only when nvcc is absent.
-2. The C++ plugin creators (plugin/trt/*.cpp) declare the plugin names, version and fields of
+2. The C++ plugin creators (plugin/trt/*.cpp) declare the plugin names, version, namespace and fields of
    mobilevit_trt/plugin_spec.py, in order and with their TensorRT field types, so the two cannot drift.
+   (tests/test_plugin_lean_registry.py checks the same against a real TensorRT plugin registry.)
 """
 import importlib.util
 import os
@@ -122,12 +123,21 @@ def creators():
     return found
 
 
+def namespace_constants():
+    """[(value, file name)] of every ``kPLUGIN_NAMESPACE[] = "..."`` in plugin/trt/*.h / *.cpp."""
+    found = []
+    for path in sorted((PLUGIN / "trt").glob("*.[hc]*")):
+        for value in re.findall(r'kPLUGIN_NAMESPACE\[\]\s*=\s*"([^"]*)"', path.read_text()):
+            found.append((value, path.name))
+    return found
+
+
 def test_creators_cover_every_plugin_of_the_spec():
     spec = load_spec()
     assert set(creators()) == set(spec.SPECS)
 
 
-@pytest.mark.parametrize("op_type", ["LayerNorm", "Attention"])
+@pytest.mark.parametrize("op_type", list(load_spec().SPECS))
 def test_creator_fields_match_spec(op_type):
     spec = load_spec()
     name, version, fields, text, filename = creators()[op_type]
@@ -139,12 +149,34 @@ def test_creator_fields_match_spec(op_type):
         assert 'findField(fc, "%s")' % attr in text, "%s never reads field %r" % (filename, attr)
         if default is None:
             assert "missing required field '%s'" % attr in text, "%s does not require %r" % (filename, attr)
-    assert re.search(r"REGISTER_TENSORRT_PLUGIN\(\s*\w+Creator\s*\)", text), "%s registers no creator" % filename
+    assert re.search(r"MVT_REGISTER_PLUGIN\(\s*\w+Creator\s*\)", text), "%s registers no creator" % filename
 
 
 def test_creator_namespace_is_the_spec_namespace():
-    """Plugins register under namespace "" (REGISTER_TENSORRT_PLUGIN) and nothing sets another one."""
+    """One C++ namespace constant, equal to plugin_spec.PLUGIN_NAMESPACE; plugins, creators and the registrar use it.
+
+    REGISTER_TENSORRT_PLUGIN registers under namespace "" (its PluginRegistrar calls registerCreator(instance, "")
+    in TensorRT 8.2 .. 11.x), so no glue file may use it; MVT_REGISTER_PLUGIN must set and register kPLUGIN_NAMESPACE.
+    """
     spec = load_spec()
-    assert spec.PLUGIN_NAMESPACE == ""
-    for _, _, _, text, filename in creators().values():
-        assert "mNamespace(" not in text and "mNamespace{" not in text, "%s presets a namespace" % filename
+    assert spec.PLUGIN_NAMESPACE, "plugin_spec.PLUGIN_NAMESPACE is empty"
+    constants = namespace_constants()
+    assert [value for value, _ in constants] == [spec.PLUGIN_NAMESPACE], \
+        "expected one kPLUGIN_NAMESPACE = %r, found %s" % (spec.PLUGIN_NAMESPACE, constants)
+    common = (PLUGIN / "trt" / "mvtPluginCommon.h").read_text()
+    # plugins and creators start in the namespace (clone / deserialize keep it)
+    assert len(re.findall(r"std::string mNamespace\{kPLUGIN_NAMESPACE\};", common)) == 2, \
+        "PluginBase and PluginCreatorBase must both initialise mNamespace to kPLUGIN_NAMESPACE"
+    # the registrar sets the creator's namespace, then registers it under the same one
+    registrar = re.search(r"class PluginRegistrar\b(.*?)\n};", common, re.S)
+    assert registrar, "mvtPluginCommon.h defines no PluginRegistrar"
+    body = registrar.group(1)
+    set_at = body.find("mCreator.setPluginNamespace(kPLUGIN_NAMESPACE)")
+    register_at = body.find("registerCreator(mCreator, kPLUGIN_NAMESPACE)")
+    assert 0 <= set_at < register_at, "PluginRegistrar must set, then register under, kPLUGIN_NAMESPACE"
+    assert re.search(r"#define MVT_REGISTER_PLUGIN\(Creator\)\s+static ::mvt::plugin::PluginRegistrar<Creator>",
+                     common), "MVT_REGISTER_PLUGIN must instantiate mvt::plugin::PluginRegistrar"
+    for path in sorted((PLUGIN / "trt").glob("*.cpp")):
+        code = "\n".join(line.split("//")[0] for line in path.read_text().splitlines())  # not comments
+        assert "REGISTER_TENSORRT_PLUGIN" not in code, "%s registers under namespace \"\"" % path.name
+        assert not re.search(r'registerCreator\([^;]*""', code), "%s registers under namespace \"\"" % path.name

@@ -16,10 +16,11 @@ namespace plugin
 
 namespace
 {
-// Contract (mobilevit_trt/plugin_spec.py): op_type, version, namespace. Fields are declared in the creator.
-constexpr char const kPLUGIN_NAME[] = "Attention";
+// Contract (mobilevit_trt/plugin_spec.py): op_type and version; the namespace is kPLUGIN_NAMESPACE
+// (mvtPluginCommon.h). Fields are declared in the creator.
+constexpr char const kPLUGIN_NAME[] = "MVT_Attention";
 constexpr char const kPLUGIN_VERSION[] = "1";
-constexpr char const kWHERE[] = "Attention plugin";
+constexpr char const kWHERE[] = "MVT_Attention plugin";
 constexpr PluginInfo kINFO{kPLUGIN_NAME, kPLUGIN_VERSION, kWHERE, (1U << 1) | (1U << 3), "1 or 3 inputs"};
 constexpr int32_t kDEFAULT_NUM_HEADS = 1;
 constexpr int64_t kMAX_HEAD_DIM = 128; // what the kernels support
@@ -44,7 +45,7 @@ AttentionPlugin::AttentionPlugin(void const* data, size_t length)
     char const* const end = p + length;
     if (!readValue(p, end, mScale) || !readValue(p, end, mNumHeads) || p != end || !paramsOk(mScale, mNumHeads))
     {
-        throw std::invalid_argument("malformed serialized Attention plugin (" + std::to_string(length) + " bytes)");
+        throw std::invalid_argument("malformed serialized MVT_Attention plugin (" + std::to_string(length) + " bytes)");
     }
 }
 
@@ -270,7 +271,7 @@ AttentionPluginCreator::AttentionPluginCreator()
 {
 }
 
-REGISTER_TENSORRT_PLUGIN(AttentionPluginCreator);
+MVT_REGISTER_PLUGIN(AttentionPluginCreator);
 
 } // namespace plugin
 } // namespace mvt

@@ -1,4 +1,4 @@
-// AttentionPlugin.h - TensorRT plugin "Attention" (version "1", namespace ""), contract in
+// AttentionPlugin.h - TensorRT plugin "MVT_Attention" (version "1", namespace "mobilevit_trt"), contract in
 // mobilevit_trt/plugin_spec.py: one packed qkv [..., N, 3*H*D] or three q, k, v [..., N, H*D] (FP32 or FP16, all
 // the same type, rank >= 3); output [..., N, H*D]; fields scale (FLOAT32), num_heads (INT32, default 1).
 // The plumbing common to all plugins is in PluginBase / PluginCreatorBase.

@@ -16,10 +16,11 @@ namespace plugin
 
 namespace
 {
-// Contract (mobilevit_trt/plugin_spec.py): op_type, version, namespace. Fields are declared in the creator.
-constexpr char const kPLUGIN_NAME[] = "LayerNorm";
+// Contract (mobilevit_trt/plugin_spec.py): op_type and version; the namespace is kPLUGIN_NAMESPACE
+// (mvtPluginCommon.h). Fields are declared in the creator.
+constexpr char const kPLUGIN_NAME[] = "MVT_LayerNorm";
 constexpr char const kPLUGIN_VERSION[] = "1";
-constexpr char const kWHERE[] = "LayerNorm plugin";
+constexpr char const kWHERE[] = "MVT_LayerNorm plugin";
 constexpr int32_t kNB_INPUTS = 3; // x, gamma, beta
 constexpr PluginInfo kINFO{kPLUGIN_NAME, kPLUGIN_VERSION, kWHERE, 1U << kNB_INPUTS, "3 inputs"};
 
@@ -41,7 +42,7 @@ LayerNormPlugin::LayerNormPlugin(void const* data, size_t length)
     char const* const end = p + length;
     if (!readValue(p, end, mEpsilon) || p != end || !epsilonOk(mEpsilon))
     {
-        throw std::invalid_argument("malformed serialized LayerNorm plugin (" + std::to_string(length) + " bytes)");
+        throw std::invalid_argument("malformed serialized MVT_LayerNorm plugin (" + std::to_string(length) + " bytes)");
     }
 }
 
@@ -195,7 +196,7 @@ LayerNormPluginCreator::LayerNormPluginCreator()
 {
 }
 
-REGISTER_TENSORRT_PLUGIN(LayerNormPluginCreator);
+MVT_REGISTER_PLUGIN(LayerNormPluginCreator);
 
 } // namespace plugin
 } // namespace mvt

@@ -1,4 +1,4 @@
-// LayerNormPlugin.h - TensorRT plugin "LayerNorm" (version "1", namespace ""), contract in
+// LayerNormPlugin.h - TensorRT plugin "MVT_LayerNorm" (version "1", namespace "mobilevit_trt"), contract in
 // mobilevit_trt/plugin_spec.py: inputs x [..., C] (FP32/FP16), gamma [C] FP32, beta [C] FP32; output like x;
 // field epsilon (FLOAT32). The plumbing common to all plugins is in PluginBase / PluginCreatorBase.
 #ifndef MVT_LAYERNORM_PLUGIN_H

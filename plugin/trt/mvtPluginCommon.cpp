@@ -160,6 +160,20 @@ void logBadNbTensors(PluginInfo const& info, char const* method) noexcept
     }
 }
 
+void logRegistrationFailure(char const* name, char const* version) noexcept
+{
+    try
+    {
+        logError(name, std::string("could not register the plugin creator (version ")
+                + (version != nullptr ? version : "") + ", namespace \"" + kPLUGIN_NAMESPACE
+                + "\") with the TensorRT plugin registry");
+    }
+    catch (std::exception const& e)
+    {
+        logError(name, e.what());
+    }
+}
+
 } // namespace plugin
 } // namespace mvt
 

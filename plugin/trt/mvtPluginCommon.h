@@ -1,5 +1,6 @@
 // mvtPluginCommon.h - pieces shared by the TensorRT plugins of this library (logging, (de)serialisation, fields,
-// and the PluginBase / PluginCreatorBase templates that hold the plumbing every plugin and creator has in common).
+// the PluginBase / PluginCreatorBase templates that hold the plumbing every plugin and creator has in common, and
+// MVT_REGISTER_PLUGIN, which registers a creator under the library's plugin namespace kPLUGIN_NAMESPACE).
 //
 // Builds against the TensorRT 8.2 .. 11.x headers. TensorRT 10 deprecates IPluginV2DynamicExt / IPluginCreator
 // (IPluginV3 is the new interface); they still work, and every file of the glue wraps itself in
@@ -52,6 +53,11 @@ namespace mvt
 {
 namespace plugin
 {
+
+// Contract (mobilevit_trt/plugin_spec.py PLUGIN_NAMESPACE): the plugin namespace of every plugin and creator of this
+// library, and the namespace its creators are registered under (MVT_REGISTER_PLUGIN). ONNX nodes name it in their
+// plugin_namespace attribute.
+constexpr char const kPLUGIN_NAMESPACE[] = "mobilevit_trt";
 
 // One line on stderr: "[mvt_plugins] <where>: <message>". Never throws.
 void logError(char const* where, char const* message) noexcept;
@@ -106,7 +112,7 @@ struct PluginInfo
 {
     char const* name;
     char const* version;
-    char const* where;        // e.g. "LayerNorm plugin"
+    char const* where;        // e.g. "MVT_LayerNorm plugin"
     uint32_t nbInputsMask;    // bit n set: takes n inputs
     char const* nbInputsText; // the same for messages, e.g. "1 or 3 inputs"
 };
@@ -119,10 +125,14 @@ inline bool acceptsNbInputs(PluginInfo const& info, int32_t nbInputs) noexcept
 // Logs "<method>: expects <nbInputsText> and 1 output" under info.where. Never throws.
 void logBadNbTensors(PluginInfo const& info, char const* method) noexcept;
 
+// Logs that the creator of plugin `name` / `version` could not be registered under kPLUGIN_NAMESPACE. Never throws.
+void logRegistrationFailure(char const* name, char const* version) noexcept;
+
 // The IPluginV2DynamicExt methods that are the same for every plugin of this library: one output of the type of
-// input 0, no resources, no workspace, the namespace, linear formats, and the argument checks and try / catch of
-// configurePlugin and enqueue. Derived (final, copyable) provides getSerializationSize, serialize,
-// getOutputDimensions and these (supportsType and checkInputs see only numbers of inputs that info() accepts):
+// input 0, no resources, no workspace, the namespace (kPLUGIN_NAMESPACE unless set otherwise), linear formats, and
+// the argument checks and try / catch of configurePlugin and enqueue. Derived (final, copyable) provides
+// getSerializationSize, serialize, getOutputDimensions and these (supportsType and checkInputs see only numbers of
+// inputs that info() accepts):
 //   static PluginInfo const& info() noexcept;
 //   static bool supportsType(int32_t pos, nvinfer1::PluginTensorDesc const* inOut) noexcept;  formats are linear
 //   std::string checkInputs(nvinfer1::Dims const* dims, int32_t nbInputs) const;  static shape checks, "" when fine
@@ -256,7 +266,7 @@ public:
     }
 
 private:
-    std::string mNamespace;
+    std::string mNamespace{kPLUGIN_NAMESPACE};
 };
 
 // The IPluginCreator of one plugin. Plugin provides, besides PluginBase's requirements:
@@ -344,11 +354,41 @@ private:
 
     std::vector<nvinfer1::PluginField> mFields;
     nvinfer1::PluginFieldCollection mFieldCollection;
-    std::string mNamespace;
+    std::string mNamespace{kPLUGIN_NAMESPACE};
+};
+
+// Registers one Creator (a PluginCreatorBase) with getPluginRegistry() under kPLUGIN_NAMESPACE when the library is
+// loaded (dlopen / ctypes.CDLL / IPluginRegistry::loadLibrary). TensorRT's REGISTER_TENSORRT_PLUGIN is not used: its
+// PluginRegistrar calls registerCreator(instance, "") in every release from 8.2 to 11.x, i.e. namespace "". Like
+// TensorRT's own initializePlugin (plugin/InferPlugin.cpp, later plugin/api/inferPlugin.cpp), this sets the creator's
+// namespace first, then registers it under the same one. A failure (e.g. a creator of this name, version and namespace
+// is already registered) is logged; it never throws.
+template <typename Creator>
+class PluginRegistrar
+{
+public:
+    PluginRegistrar() noexcept
+    {
+        mCreator.setPluginNamespace(kPLUGIN_NAMESPACE);
+        nvinfer1::IPluginRegistry* const registry = getPluginRegistry();
+        if (registry == nullptr || !registry->registerCreator(mCreator, kPLUGIN_NAMESPACE))
+        {
+            logRegistrationFailure(mCreator.getPluginName(), mCreator.getPluginVersion());
+        }
+    }
+
+    PluginRegistrar(PluginRegistrar const&) = delete;
+    PluginRegistrar& operator=(PluginRegistrar const&) = delete;
+
+private:
+    Creator mCreator{};
 };
 
 } // namespace plugin
 } // namespace mvt
+
+// At namespace scope of the .cpp of each creator, instead of REGISTER_TENSORRT_PLUGIN (which registers under "").
+#define MVT_REGISTER_PLUGIN(Creator) static ::mvt::plugin::PluginRegistrar<Creator> mvtPluginRegistrar##Creator {}
 
 MVT_DEPRECATION_POP
 

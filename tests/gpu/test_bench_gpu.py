@@ -1,0 +1,95 @@
+"""mobilevit_trt.bench's latency loop on the GPU: a target that launches a CuPy kernel through cuda.py's GraphCache
+(as the TensorRT runner does) and times with cuda.py's events.  A row says cuda_graph true only when every timed
+execution was a graph replay: with capture vetoed (as TensorRT-RTX's context does without REQUIRE_USER_ALLOCATION)
+it says false.  Skipped without a GPU, cuda-python or CuPy."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    from mobilevit_trt import cuda
+    cudart, why = cuda.import_cudart()
+    if cudart is None:
+        pytest.skip(why)
+    try:
+        cuda.backend()
+    except cuda.CudaUnavailable as e:
+        pytest.skip(str(e))
+    pytest.importorskip("cupy", reason="needs CuPy for the test kernels")
+    spec = importlib.util.spec_from_file_location("gpu_cuda_helpers_check",
+                                                  str(REPO / "benchmark" / "gpu_cuda_helpers_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Kernels()
+
+
+class _Target(object):
+    """y = x + 1 on the GPU, through GraphCache like TrtRunner._execute, events like TrtRunner.timer."""
+
+    def __init__(self, k, capturable):
+        from mobilevit_trt import cuda
+        self.cuda, self.k, self.capturable = cuda, k, capturable
+        self.stream = cuda.Stream()
+        self.graphs = cuda.GraphCache(self.stream)
+        self.start_ev, self.end_ev = cuda.Event(), cuda.Event()
+
+    def prepare(self, x):
+        self.n = x.size
+        self.dev = self.cuda.DeviceBuffer(x.nbytes)
+        self.host = self.cuda.PinnedBuffer(x.nbytes)
+        self.host.view(np.float32, (self.n,))[...] = x.reshape(-1)
+        self.cuda.memcpy_htod_async(self.dev, self.host, self.stream)
+
+    def execute(self):
+        return self.graphs.launch("k", lambda: self.k.axpb(self.dev, self.n, 1.0, 1.0, self.stream),
+                                  capturable=lambda: self.capturable)
+
+    def timer(self):
+        t = self
+
+        class _T(object):
+            def start(self):
+                t.start_ev.record(t.stream)
+
+            def stop(self):
+                t.end_ev.record(t.stream)
+                t.end_ev.synchronize()
+                return t.start_ev.elapsed_ms(t.end_ev)
+        return _T()
+
+    def synchronize(self):
+        self.stream.synchronize()
+
+    def fetch(self):
+        self.cuda.memcpy_dtoh_async(self.host, self.dev, self.stream)
+        self.stream.synchronize()
+        return self.host.view(np.float32, (self.n,)).copy()
+
+    def close(self):
+        self.graphs.clear()
+        for b in (self.dev, self.host):
+            b.free()
+
+
+@pytest.mark.parametrize("capturable", [True, False])
+def test_bench_labels_what_ran(kernels, capturable):
+    from mobilevit_trt import bench
+    t = _Target(kernels, capturable)
+    x = np.zeros(1 << 14, np.float32)
+    try:
+        res = bench.benchmark(t, x, warmup=3, iters=7)
+    finally:
+        t.close()
+    # 3 warmup + 7 timed calls, one execution each (a vetoed capture runs once, plainly); the first call of a
+    # capturable key also runs once plainly before capturing
+    extra = 1 if capturable else 0
+    np.testing.assert_array_equal(res["logits"], np.full_like(x, 10 + extra))
+    assert res["graph_launches"] == (7 if capturable else 0) and len(res["times_ms"]) == 7
+    assert all(ms > 0 for ms in res["times_ms"])
