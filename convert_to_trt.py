@@ -7,6 +7,8 @@ Examples:
       --save_path target/MobileViT_dynamic_opt_plugin_int8.trt --dynamic --fp16 --int8 --calib-data calib.npz
   python convert_to_trt.py --input_path target/MobileViT_dynamic.onnx --save_path target/dyn.trt --dynamic \
       --profile 1:1:1 --profile 2:4:8 --profile 16:32:32
+  python convert_to_trt.py --input_path target/MobileViT_dynamic.onnx --save_path target/dyn_int8.trt --dynamic \
+      --fp16 --int8            # no --calib-data: calibrates on the default dataset's training split
 """
 import os
 import sys
@@ -27,6 +29,8 @@ def main(argv=None):
     if not args.input_path or not args.save_path:
         raise UserError("--input_path and --save_path are required")
     cli.require_file(args.input_path, "ONNX file")
+    cli.check_outputs(files={"--save_path": args.save_path, "--calib-cache": args.calib_cache,
+                             "--timing-cache": args.timing_cache})
     facts = onnx_facts(args.input_path)
     if args.dynamic and not facts["dynamic"]:
         raise UserError("--dynamic given but %s has a static batch of %s" % (args.input_path, facts["dims"][0]))
@@ -38,7 +42,8 @@ def main(argv=None):
                  int8_mode=args.int8_mode, calib_data=args.calib_data, calibrator=args.calibrator,
                  calib_cache=args.calib_cache, calib_limit=args.calib_limit, workspace_mib=args.workspace,
                  plugins=args.plugin, timing_cache=args.timing_cache, verbose=args.verbose, inspect=args.inspect,
-                 compute_capabilities=args.compute_capability)
+                 compute_capabilities=args.compute_capability, cuda_graph=args.cuda_graph,
+                 keep_intermediate=args.keep_intermediate)
     return 0
 
 

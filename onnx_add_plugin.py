@@ -45,6 +45,7 @@ def main(argv=None):
         raise UserError("--atol must be positive, got %g" % args.atol)
     if os.path.abspath(args.input_path) == os.path.abspath(args.save_path):
         raise UserError("--save_path must differ from --input_path")
+    cli.check_outputs(files={"--save_path": args.save_path, "--report": args.report})
     model = surgery.load_onnx(args.input_path)
     print("fusing %s in %s" % (", ".join(surgery.KINDS[k] for k in kinds), args.input_path))
     fused, report = surgery.add_plugins(model, kinds, allow_missing=args.allow_missing)

@@ -36,6 +36,7 @@ def main(argv=None):
     from mobilevit_trt.pipeline import run_pipeline
     if args.model_path:
         cli.require_file(args.model_path, "checkpoint")
+    cli.check_outputs(folders={"--out": args.out})
     results, run = run_pipeline(model_path=args.model_path, arch=args.arch, out=args.out, force=args.force,
                                 data_path=args.data_path, train_path=args.train_path, calib_count=args.calib_count,
                                 acc_limit=args.limit, bench_iters=args.bench_iters, opset=args.opset)

@@ -27,9 +27,11 @@ def main(argv=None):
         raise UserError("--trt_path is required")
     if args.warmup < 0:
         raise UserError("--warmup must be >= 0")
+    cli.check_outputs(results_file=args.results_file)
     cli.require_file(args.trt_path, "engine")
     from mobilevit_trt import report
-    from mobilevit_trt.runtime import TABLE_COLUMNS, TABLE_HEADERS, benchmark_engine
+    from mobilevit_trt.bench import TABLE_COLUMNS, TABLE_HEADERS
+    from mobilevit_trt.runtime import benchmark_engine
 
     rows, meta, layers = benchmark_engine(args.trt_path, data=args.data, batches=args.batch, warmup=args.warmup,
                                           iters=args.iters, cuda_graph=args.cuda_graph,

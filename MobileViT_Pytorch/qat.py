@@ -190,15 +190,18 @@ def qat_state(model):
     return sd, amax
 
 
-def load_qat_model(model_path, img_size=256, opt=False, quiet=True):
-    """Build the fake-quant model stored in a QAT checkpoint; returns ``(model, info)``."""
-    from MobileViT_Pytorch.checkpoint import load_model
+def load_qat_model(model_path, img_size=256, opt=False, quiet=True, checkpoint=None, arch=None, num_classes=None):
+    """Build the fake-quant model stored in a QAT checkpoint; returns ``(model, info)``.
 
-    meta = torch.load(model_path, map_location="cpu", weights_only=True) if os.path.isfile(model_path) else None
-    model, info = load_model(model_path, img_size=img_size, opt=opt, quiet=quiet)
-    if not isinstance(meta, dict) or not isinstance(meta.get("qat"), dict):
-        raise UserError("%s is not a QAT checkpoint (no 'qat' entry): run MobileViT_Pytorch/qat.py first"
+    ``checkpoint``: ``(state_dict, meta)`` already read with ``checkpoint.read_checkpoint(model_path)``;
+    ``arch`` / ``num_classes``: checked against the checkpoint (default: read from it)."""
+    from MobileViT_Pytorch.checkpoint import is_qat_checkpoint, model_from_checkpoint, read_checkpoint
+
+    sd, meta = checkpoint if checkpoint is not None else read_checkpoint(model_path)
+    if not is_qat_checkpoint(meta):
+        raise UserError("%s is not a QAT checkpoint (no 'qat' entry): make one with MobileViT_Pytorch/qat.py"
                         % model_path)
+    model, info = model_from_checkpoint(model_path, sd, meta, arch, num_classes, img_size=img_size, opt=opt)
     q = meta["qat"]
     quantize_model(model, quant_act=not q.get("weights_only", False))
     layers = dict(quant_layers(model))
@@ -206,8 +209,8 @@ def load_qat_model(model_path, img_size=256, opt=False, quiet=True):
     if not q.get("weights_only", False):
         missing = [n for n in layers if n not in amax]
         if missing:
-            raise UserError("%s: no activation amax for %d layer(s) (first: %s)" % (model_path, len(missing),
-                                                                                   missing[0]))
+            raise UserError("%s: no activation amax for %d layer(s) (first: %s); make the checkpoint again with "
+                            "MobileViT_Pytorch/qat.py" % (model_path, len(missing), missing[0]))
     for n, v in amax.items():
         if n in layers:
             layers[n].act_amax.fill_(float(v))
@@ -217,8 +220,9 @@ def load_qat_model(model_path, img_size=256, opt=False, quiet=True):
 
 # -------------------------------------------------------------------------------------------------- export
 def export_qdq_onnx(model, save_path, batch=1, dynamic=False, opset=13, img_size=256, verify=True, log=print,
-                    verify_inputs=None):
-    """Export the fake-quant ``model`` to a Q/DQ ONNX (atomic); check it and compare it with PyTorch in ORT.
+                    verify_inputs=None, atol=None):
+    """Export the fake-quant ``model`` to a Q/DQ ONNX (atomic); check it and compare it with PyTorch in ORT
+    (``atol``: max abs logit difference, default :data:`WEIGHT_ATOL` / :data:`ACT_ATOL`).
 
     No onnxslim pass: it would fold the weight QuantizeLinear into int8 initializers, while TensorRT's
     explicit-quantization path expects float weight -> QuantizeLinear -> DequantizeLinear pairs.
@@ -250,14 +254,18 @@ def export_qdq_onnx(model, save_path, batch=1, dynamic=False, opset=13, img_size
             if verify:
                 if verify_inputs is None:
                     verify_inputs = torch.randn(8, 3, img_size, img_size, generator=torch.Generator().manual_seed(1))
-                res = compare_qdq(model, tmp, verify_inputs, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+                res = compare_qdq(model, tmp, verify_inputs, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+                                  atol=atol)
                 report["verify"] = res
                 log("ONNX Runtime (Q/DQ) vs PyTorch fake-quant on %d images: max abs logit diff %.3g (tol %g), "
                     "top-1 agreement %.1f%%: %s" % (res["images"], res["max_abs"], res["atol"],
                                                       100 * res["top1_agreement"],
                                                       "PASSED" if res["passed"] else "FAILED"))
                 if not res["passed"]:
-                    raise UserError("Q/DQ ONNX does not match the fake-quant model; %s not written" % save_path)
+                    raise UserError("Q/DQ ONNX does not match the fake-quant model (max abs logit diff %.3g, tol %g; "
+                                    "top-1 agreement %.1f%%, need %.1f%%); %s not written" % (
+                                        res["max_abs"], res["atol"], 100 * res["top1_agreement"],
+                                        100 * res["min_top1_agreement"], save_path))
     finally:
         for _, m in quant_layers(model):
             m.unfreeze()
@@ -453,9 +461,11 @@ def _freeze_bn(model):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from MobileViT_Pytorch import train as T
-    from MobileViT_Pytorch.checkpoint import DEFAULT_WEIGHTS, load_model
+    from MobileViT_Pytorch.checkpoint import DEFAULT_WEIGHTS, load_model, read_checkpoint
     from mobilevit_trt.fileio import write_json
 
+    cli.check_outputs(files={"--save_path": None if args.export_only else args.save_path,
+                             "--onnx_path": args.onnx_path, "--results-file": args.results_file})
     if args.export_only:
         if not args.model_path or not args.onnx_path:
             raise UserError("--export-only needs --model_path (a QAT checkpoint) and --onnx_path")
@@ -473,8 +483,7 @@ def main(argv=None):
     T.set_seed(args.seed)
     device = T.resolve_device(args.device)
     model, info = load_model(model_path, img_size=args.img_size)
-    base_meta = torch.load(model_path, map_location="cpu", weights_only=True)
-    base_meta = base_meta if isinstance(base_meta, dict) else {}
+    base_meta = read_checkpoint(model_path)[1]
     from mobilevit_trt.data import limit_dataset, open_dataset
     train_path, val_path = T.resolve_splits(args.data_path, args.train_path, args.val_path)
     train_ds = open_dataset(train_path, img_size=args.img_size)

@@ -294,6 +294,7 @@ def main(argv=None):
     from mobilevit_trt.data import open_dataset
     from mobilevit_trt.fileio import write_json
 
+    cli.check_outputs(files={"--save_path": args.save_path, "--results-file": args.results_file})
     set_seed(args.seed)
     device = resolve_device(args.device)
     amp = args.amp == "on" or (args.amp == "auto" and device.type == "cuda")

@@ -50,6 +50,7 @@ def main(argv=None):
     bad = [r for r in (args.rows or []) if r not in known]
     if bad:
         raise UserError("unknown variant(s) %s (choose from %s)" % (", ".join(bad), ", ".join(known)))
+    cli.check_outputs(files={"--results-file": args.results_file}, folders={"--out": args.out})
     cli.require_file(args.model_path, "checkpoint")
     for p in (args.qat_w, args.qat_wa):
         if p:

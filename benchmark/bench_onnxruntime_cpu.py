@@ -35,9 +35,10 @@ def main(argv=None):
     p.add_argument("--batch", nargs="+", type=int, default=[1, 4, 8])
     p.add_argument("--rounds", type=cli.positive_int, default=5)
     p.add_argument("--iters", type=cli.positive_int, default=10)
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: ONNX Runtime chooses)")
     p.add_argument("--out", default=None, help="JSON results")
     args = p.parse_args(argv)
+    cli.check_outputs(files={"--out": args.out})
 
     import multiprocessing
     import platform

@@ -25,7 +25,6 @@ MobileViT-S at 256x256 input: transformer hidden size C and sequence length N pe
 sequences per image, so LayerNorm sees B*4*N rows of C and attention B*4 sequences of N tokens, head dim 32, one
 head, packed qkv [B, 4, N, 96].
 """
-import argparse
 import importlib.util
 import json
 import statistics
@@ -34,6 +33,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if __name__ == "__main__":  # run as a script from anywhere: make the repository root importable
+    sys.path.insert(0, str(REPO))
+
+from mobilevit_trt import cli  # noqa: E402
+from mobilevit_trt.errors import UserError  # noqa: E402
 MVT_S_STAGES = [("stage3", 144, 256), ("stage4", 192, 64), ("stage5", 240, 16)]  # (name, C, N)
 PATCH_AREA = 4
 HEAD_DIM = 32
@@ -46,8 +50,13 @@ TARGET_LN_COPY_FRACTION = 0.70
 TARGET_ATTN_SPEEDUP = 2.0
 
 
-class BenchError(Exception):
+class BenchError(UserError):
     """User-facing problem (no GPU, library missing): printed as one line, exit 1."""
+
+
+def _first_line(e, limit=200):
+    """An exception's message for a result row (its first line; no exception class names)."""
+    return (str(e).strip().splitlines() or ["failed without a message"])[0][:limit]
 
 
 def load_binding():
@@ -151,7 +160,7 @@ def measure(timer, fn, modes, errors, label):
             out[mode] = getattr(timer, mode)(fn)
         except Exception as e:  # noqa: BLE001 - a benchmark row must not stop the run
             out[mode] = None
-            errors.append("%s [%s]: %s: %s" % (label, mode, type(e).__name__, str(e).splitlines()[0][:200]))
+            errors.append("%s [%s]: %s" % (label, mode, _first_line(e)))
             timer.torch.cuda.synchronize()
     return out
 
@@ -334,7 +343,7 @@ def bench_attention(torch, lib, timer, batches, dtypes, errors, variants=True):
                         res = fn()
                         torch.cuda.synchronize()
                     except Exception as e:  # noqa: BLE001 - backend cannot run this shape / dtype
-                        row["torch"][name] = {"unsupported": "%s: %s" % (type(e).__name__, str(e).splitlines()[0][:160])}
+                        row["torch"][name] = {"unsupported": _first_line(e, 160)}
                         continue
                     modes = ["graph", "kernel"] if name in ("sdpa", "explicit") else ["graph"]
                     row["torch"][name] = measure(timer, fn, modes, errors, label + " " + name)
@@ -439,7 +448,7 @@ def summarize(res):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cli.make_parser(__doc__.split("\n")[0], prog="bench_plugins.py")
     ap.add_argument("--out", help="write all results as JSON here")
     ap.add_argument("--lib", help="path of libmvt_kernels.so (default: $MVT_KERNELS_LIB or plugin/build/)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
@@ -451,6 +460,7 @@ def main(argv=None):
     ap.add_argument("--only", nargs="+", choices=["copy", "layernorm", "bandwidth", "attention"],
                     default=["copy", "layernorm", "bandwidth", "attention"])
     args = ap.parse_args(argv)
+    cli.check_outputs(files={"--out": args.out})
     try:
         import torch
     except ImportError:
@@ -491,8 +501,8 @@ def main(argv=None):
     res["seconds"] = time.time() - t0
     res["summary"] = summarize(res)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=1, default=str))
+        from mobilevit_trt.fileio import write_text
+        write_text(args.out, json.dumps(res, indent=1, default=str))
     print_tables(res)
     if res["errors"]:
         print("\n%d measurement(s) failed (first 10):" % len(res["errors"]))
@@ -503,8 +513,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print("bench_plugins: error: %s" % e, file=sys.stderr)
-        sys.exit(1)
+    cli.run_main(main)

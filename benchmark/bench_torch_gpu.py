@@ -8,14 +8,14 @@ the table shows the median ms per batch over repeats and the spread (min..max).
 
     python benchmark/bench_torch_gpu.py --arch xxs s --batch 1 4 8 64 --out results.json
 """
-import argparse
-import json
 import os
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mobilevit_trt import cli  # noqa: E402
 
 VARIANTS = ("eager_fp32", "eager_fp16", "eager_fp16_channels_last", "cudagraph_fp16", "compile_fp16",
             "compile_cudagraphs_fp16")
@@ -73,7 +73,7 @@ def make_runner(variant, model_fp32, batch, img):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.make_parser(__doc__.splitlines()[0], prog="bench_torch_gpu.py")
     p.add_argument("--arch", nargs="+", default=["xxs", "s"])
     p.add_argument("--batch", nargs="+", type=int, default=[1, 4, 8, 64])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
@@ -83,8 +83,13 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--out", default=None, help="JSON results")
     args = p.parse_args(argv)
+    cli.check_outputs(files={"--out": args.out})
 
     import torch
+    from mobilevit_trt.errors import UserError
+    from mobilevit_trt.fileio import write_json
+    if not torch.cuda.is_available():
+        raise UserError("no CUDA GPU visible to PyTorch: this benchmark times MobileViT on the GPU")
     from MobileViT_Pytorch.models import build_mobilevit
     torch.backends.cudnn.benchmark = True
     dev = torch.cuda.get_device_name(0)
@@ -104,8 +109,8 @@ def main(argv=None):
                         err = float((out - ref).abs().max())
                         ms = time_fn(fn, x, args.warmup, args.iters, args.repeats)
                 except Exception as e:  # report and go on: one failing variant should not hide the rest
-                    rows.append({"arch": arch, "variant": variant, "batch": b, "error": "%s: %s" % (
-                        type(e).__name__, str(e).splitlines()[0][:200])})
+                    rows.append({"arch": arch, "variant": variant, "batch": b,
+                                 "error": (str(e).strip().splitlines() or ["failed without a message"])[0][:200]})
                     print("%-4s %-26s b=%-3d FAILED %s" % (arch, variant, b, rows[-1]["error"]))
                     continue
                 med = statistics.median(ms)
@@ -120,10 +125,9 @@ def main(argv=None):
     result = {"device": dev, "torch": torch.__version__, "cuda": torch.version.cuda, "warmup": args.warmup,
               "iters": args.iters, "repeats": args.repeats, "rows": rows}
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.out, result)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_main(main)

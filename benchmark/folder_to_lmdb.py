@@ -31,6 +31,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    cli.check_outputs(folders={"--save_path": args.save_path}, built_beside=True)  # built beside, then renamed
     from mobilevit_trt.data import folder_to_lmdb
 
     rep = folder_to_lmdb(args.input_path, args.save_path, label_file=args.labels, skip_bad=args.skip_bad,

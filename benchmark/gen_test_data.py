@@ -50,6 +50,7 @@ def main(argv=None):
         raise UserError("--batches must be comma-separated integers, got %r" % args.batches)
     if not batches or min(batches) < 1:
         raise UserError("--batches must list positive batch sizes")
+    cli.check_outputs(folders={"--save_path": args.save_path})
     ds = open_dataset(args.data_path or default_split("val"), label_file=args.labels, img_size=args.img_size)
     calib_path = args.calib_path or (None if args.data_path else default_split("train"))
     calib_ds = open_dataset(calib_path, img_size=args.img_size) if calib_path else None

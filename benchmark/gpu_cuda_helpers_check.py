@@ -8,7 +8,6 @@ the numbers as JSON (--out DIR).  tests/gpu/test_cuda_helpers.py runs the same c
 
   python benchmark/gpu_cuda_helpers_check.py --out runs/gpu
 """
-import argparse
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from mobilevit_trt import cuda  # noqa: E402
+from mobilevit_trt import cli, cuda  # noqa: E402
 
 N = 1 << 20  # float32 elements per buffer (4 MiB)
 KERNEL_SRC = r'''
@@ -299,14 +298,14 @@ def run_all():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.make_parser(__doc__.splitlines()[0], prog="gpu_cuda_helpers_check.py")
     p.add_argument("--out", default=None, help="folder for cuda_helpers.json")
     args = p.parse_args(argv)
+    cli.check_outputs(folders={"--out": args.out})
     res = run_all()
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "cuda_helpers.json"), "w") as f:
-            json.dump(res, f, indent=2, default=str)
+        from mobilevit_trt.fileio import write_text
+        write_text(os.path.join(args.out, "cuda_helpers.json"), json.dumps(res, indent=2, default=str) + "\n")
     dev = res.pop("device")
     print("%s (compute %s), %s, CUDA runtime %s, driver %s" % (
         dev["name"], dev["compute_capability"], dev["backend"], dev["runtime_version"], dev["driver_version"]))
@@ -319,4 +318,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_main(main)

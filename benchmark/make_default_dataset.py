@@ -39,6 +39,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    cli.check_outputs(folders={"--save_path": args.save_path}, built_beside=True)  # built beside, then renamed
     from mobilevit_trt.data import make_default_dataset
 
     info = make_default_dataset(args.save_path, source=args.source, val_per_class=args.val_per_class,

@@ -31,6 +31,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    cli.check_outputs(results_file=args.results_file)
     from mobilevit_trt.accuracy import run_accuracy
 
     args.backend = "torch"

@@ -232,13 +232,15 @@ class TensorRTBackend(Backend):
 
     name = "trt"
 
-    def __init__(self, engine_path, plugins=None, cuda_graph=False, log=None):
+    def __init__(self, engine_path, plugins=None, cuda_graph=False, log=None, purpose="running a TensorRT engine",
+                 verbose=False):
         if not engine_path or not os.path.isfile(engine_path):
             raise UserError("engine not found: %s" % engine_path)
         from .runtime import TrtRunner
 
         self.source = os.path.abspath(engine_path)
-        self.runner = TrtRunner(engine_path, plugins=plugins, cuda_graph=cuda_graph, log=log)
+        self.runner = TrtRunner(engine_path, plugins=plugins, cuda_graph=cuda_graph, log=log, purpose=purpose,
+                                verbose=verbose)
         self.static_batch = _runner_static_batch(self.runner, engine_path)
         self.profiles = [tuple(p) for p in self.runner.batch_range]
         self.input_shape = tuple(self.runner.input.shape)

@@ -11,7 +11,7 @@ import time
 
 from . import plugin_spec, trt_compat
 from .errors import UserError
-from .fileio import sha256_file, write_bytes, write_json
+from .fileio import check_output_file, sha256_file, write_bytes, write_json
 
 DEFAULT_DYNAMIC_PROFILE = (1, 4, 8)  # the original convert_to_trt.py: min 1, opt 4, max 8
 PLUGIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugin", "build")
@@ -55,7 +55,8 @@ def onnx_facts(path):
     try:
         m = onnx.load(path, load_external_data=False)
     except Exception as e:
-        raise UserError("cannot read ONNX %s: %s" % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        raise UserError("cannot read ONNX %s: %s" % (
+            path, str(e).splitlines()[0] if str(e) else "not an ONNX file (truncated?)"))
     inits = {t.name for t in m.graph.initializer}
     inputs = [i for i in m.graph.input if i.name not in inits]
     if len(inputs) != 1:
@@ -115,7 +116,7 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
 
     Intermediate graphs (``*.qdq.onnx``, ``*.fp16.onnx``) are made in a temporary folder and deleted afterwards,
     unless ``keep_intermediate`` (then they go next to the engine)."""
-    check_output_path(save_path)
+    check_output_file(save_path, "the engine path")
     work = tempfile.mkdtemp(prefix="mobilevit_trt-build-")
     try:
         return _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_data, calibrator,
@@ -123,20 +124,6 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
                              compute_capabilities, cuda_graph, keep_intermediate, work, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def check_output_path(path):
-    """UserError unless ``path`` can be written as a file (not a directory; its folder writable or creatable)."""
-    if not path:
-        raise UserError("no output path given")
-    if os.path.isdir(path):
-        raise UserError("%s is a directory; give a file name for the engine" % path)
-    folder = os.path.dirname(os.path.abspath(path))
-    probe = folder
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError("cannot write %s: %s is not writable" % (path, probe))
 
 
 def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_data, calibrator, calib_cache,

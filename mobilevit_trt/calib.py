@@ -237,7 +237,7 @@ def _calibrator_class(base):
             where, e = self.failure
             if isinstance(e, KeyboardInterrupt):
                 raise e
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else "an error without a message"
             raise CalibrationFailed("calibration failed in %s after %d of %d batches: %s"
                                     % (where, self.batches_fed, self.n_batches, msg))
 

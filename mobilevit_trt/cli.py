@@ -5,11 +5,13 @@ line and exits 1 (no traceback); anything else is a bug and raises.
 """
 import argparse
 import os
+import re
 import sys
 
 from .errors import UserError
 
 ARCH_CHOICES = ("xxs", "xs", "s")
+RESULTS_EXTENSIONS = (".json", ".csv")  # what report.write_results writes
 
 
 def run_main(main, argv=None):
@@ -32,9 +34,43 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(1)
 
 
+# a help text that already states its option's default: "Default: ...", "(default: ...)", "(default 1; ...)"
+_STATES_DEFAULT = re.compile(r"(?i)\bdefault\b\s*[:(]|\(default\b|%\(default\)")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where it adds something: not when the help text already states the default,
+    not for on/off flags, not for a default of None (the help says what happens then)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or isinstance(action.default, bool) or _STATES_DEFAULT.search(text):
+            return text
+        return super(_HelpFormatter, self)._get_help_string(action)
+
+
 def make_parser(description, prog=None):
-    return _Parser(prog=prog, description=description,
-                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return _Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
+
+
+def check_outputs(files=None, folders=None, results_file=None, built_beside=False):
+    """Fail fast, before any expensive work, on output options that cannot be written: ``files`` and
+    ``folders`` map an option name to its value (unset options are skipped); ``results_file`` is a
+    ``--results-file`` for ``report.write_results`` (.json or .csv); ``built_beside``: the folders are built
+    next to their path and renamed into place.  The rules live in :mod:`mobilevit_trt.fileio` (which
+    ``atomic_path`` applies too)."""
+    from .fileio import check_output_file, check_output_folder
+
+    if results_file:
+        if os.path.splitext(results_file)[1].lower() not in RESULTS_EXTENSIONS:
+            raise UserError("--results-file must end in %s, got %s" % (" or ".join(RESULTS_EXTENSIONS), results_file))
+        check_output_file(results_file, "--results-file")
+    for option, path in (files or {}).items():
+        if path:
+            check_output_file(path, option)
+    for option, path in (folders or {}).items():
+        if path:
+            check_output_folder(path, option, built_beside=built_beside)
 
 
 def add_model_args(parser, model_path_default=None):
@@ -129,7 +165,9 @@ def add_trt_build_args(parser):
     g.add_argument("--int8-mode", choices=("auto", "implicit", "qdq"), default="auto",
                    help="auto: implicit calibration where TensorRT has calibrators, else Q/DQ")
     g.add_argument("--calib-data", default=None,
-                   help=".npz with 'input' [N,3,H,W] float32 (calibration images, preprocessed)")
+                   help="calibration images: an .npz with 'input' [N,3,H,W] float32 (preprocessed), an image folder "
+                        "or an LMDB (a seeded sample of --calib-limit images, default 256). Default: the default "
+                        "dataset's training split (benchmark/make_default_dataset.py)")
     g.add_argument("--calib-limit", type=positive_int, default=None, help="use at most N calibration images")
     g.add_argument("--calibrator", choices=("entropy2", "minmax"), default="entropy2",
                    help="implicit: IInt8EntropyCalibrator2 / IInt8MinMaxCalibrator; Q/DQ: entropy / min-max "
@@ -137,13 +175,21 @@ def add_trt_build_args(parser):
     g.add_argument("--calib-cache", default=None,
                    help="implicit calibration cache (default <engine>.calib-<calibrator>.cache; reused only for "
                         "the same ONNX sha256, calibrator and TensorRT version)")
-    g.add_argument("--workspace", type=positive_int, default=None, metavar="MiB", help="builder workspace limit")
+    g.add_argument("--workspace", type=positive_int, default=None, metavar="MiB",
+                   help="builder workspace limit. Default: TensorRT's (the device memory) from 8.4 on; 1 GiB "
+                        "(at most half the GPU's memory) on 8.2, whose own default is 0")
     g.add_argument("--timing-cache", default=None, help="timing cache file (read if present, then written)")
     g.add_argument("--compute-capability", action="append", default=None, metavar="SM",
                    help="TensorRT-RTX: target compute capability, e.g. SM86 (repeatable; default: its own set)")
     g.add_argument("--inspect", action="store_true",
                    help="DETAILED profiling verbosity and <engine>.layers.json from the engine inspector "
                         "(needs a GPU that can load the engine)")
+    g.add_argument("--cudaGraph", "--cuda-graph", dest="cuda_graph", action="store_true",
+                   help="build for CUDA-graph replay (TensorRT-RTX needs REQUIRE_USER_ALLOCATION for stream capture; "
+                        "other TensorRT versions capture any engine)")
+    g.add_argument("--keep-intermediate", action="store_true",
+                   help="keep the intermediate graphs (<engine>.qdq.onnx, <engine>.fp16.onnx) next to the engine "
+                        "(default: made in a temporary folder and deleted)")
     g.add_argument("--verbose", action="store_true", help="print TensorRT's info messages")
     add_plugin_arg(g)
     return g

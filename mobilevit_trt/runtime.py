@@ -118,7 +118,7 @@ class _EventTimer(object):
 class TrtRunner(object):
     """Load ``engine_path`` and run it on NumPy batches; handles dynamic shapes and several profiles."""
 
-    def __init__(self, engine_path, plugins=None, cuda_graph=False, verbose=False, purpose="TrtRunner",
+    def __init__(self, engine_path, plugins=None, cuda_graph=False, verbose=False, purpose="running a TensorRT engine",
                  log=None):
         self.log = log or (lambda *a: None)
         self.engine_path = engine_path
@@ -180,7 +180,7 @@ class TrtRunner(object):
         ins = [t for t in self.io.tensors if t.is_input]
         self.outputs = [t for t in self.io.tensors if not t.is_input]
         if len(ins) != 1 or not self.outputs:
-            raise UserError("%s has %d inputs and %d outputs; TrtRunner feeds one input" % (
+            raise UserError("%s has %d inputs and %d outputs; the toolkit runs single-input classifiers" % (
                 engine_path, len(ins), len(self.outputs)))
         self.input = ins[0]
         self.dynamic = any(d < 0 for d in self.input.shape)
@@ -344,7 +344,7 @@ class TrtRunner(object):
 
     def _check_open(self):
         if self._closed:
-            raise UserError("TrtRunner is closed")
+            raise UserError("the engine runner was closed")
 
     def close(self):
         if self._closed:
@@ -394,7 +394,8 @@ def benchmark_engine(engine_path, data=None, batches=None, warmup=20, iters=50, 
     from .backends import TensorRTBackend
     from .bench import benchmark_cases, load_reference_data, select_cases
     refs = load_reference_data(data) if data else None
-    target = TensorRTBackend(engine_path, plugins=plugins, cuda_graph=cuda_graph, log=log)
+    target = TensorRTBackend(engine_path, plugins=plugins, cuda_graph=cuda_graph, log=log, purpose="test_trt.py",
+                             verbose=verbose)
     try:
         r = target.runner
         precision = (r.meta or {}).get("precision", "fp32")

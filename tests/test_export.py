@@ -106,12 +106,13 @@ def test_failed_verification_leaves_no_file(tmp_path):
 
 def test_cli_export_prints_counts_and_verdict(tmp_path):
     path = str(tmp_path / "cli.onnx")
-    r = run_script(["convert_to_onnx.py", "--arch", "xxs", "--dynamic", "--opt", "--save_path", path,
+    r = run_script(["convert_to_onnx.py", "--random-init", "--arch", "xxs", "--dynamic", "--opt", "--save_path", path,
                     "--report", str(tmp_path / "r.json")])
     assert r.returncode == 0, r.stderr
     assert "Shape" in r.stdout and "before" in r.stdout and "after" in r.stdout
     assert "max abs diff" in r.stdout and "PASSED" in r.stdout and "(tol 0.0001)" in r.stdout
-    assert "random initialisation" in r.stderr  # no checkpoint: warned
+    assert "weights: random-init(seed=0)" in r.stdout  # asked for with --random-init: said, not warned
     assert os.path.isfile(path) and os.path.isfile(str(tmp_path / "r.json"))
-    r = run_script(["convert_to_onnx.py", "--arch", "xxs", "--batch", "2", "--save_path", path, "--atol", "1e-12"])
+    r = run_script(["convert_to_onnx.py", "--random-init", "--arch", "xxs", "--batch", "2", "--save_path", path,
+                    "--atol", "1e-12"])
     assert r.returncode == 1 and "FAILED" in r.stdout and "Traceback" not in r.stderr

@@ -6,7 +6,6 @@ CPU machine can show (8.2 workspace default, PyCUDA at exit, profile refusal) ar
 made, with the TensorRT source line each fix follows cited in the code; the PyCUDA one runs on the GPU machine
 (``tests/gpu/test_pycuda_exit.py``).
 """
-import json
 import os
 import subprocess
 import sys
@@ -317,5 +316,5 @@ def test_int8_without_calib_data_uses_the_default_training_split(xxs, rtx_api, t
 
 
 def test_engine_path_that_is_a_directory_fails_before_building(xxs, tmp_path):
-    with pytest.raises(UserError, match="is a directory"):
+    with pytest.raises(UserError, match="is a folder"):
         build.build_engine(xxs["dynamic"], str(tmp_path), log=_quiet)

@@ -218,9 +218,14 @@ def test_profile_errors(variants, work):
             build.parse_profile(bad)
 
 
-def test_int8_needs_calibration_data(variants, work):
-    with pytest.raises(UserError, match="--int8 with Q/DQ needs --calib-data"):
+def test_int8_needs_calibration_data(variants, work, monkeypatch):
+    """Without --calib-data the default dataset's training split is used (tests/test_first_run.py); without that
+    either, one error says what to pass."""
+    from mobilevit_trt import data
+    monkeypatch.setattr(data, "DEFAULT_DATASET_DIR", str(work / "no-default-dataset"))
+    with pytest.raises(UserError, match="--int8 needs calibration images: pass --calib-data"):
         build.build_engine(variants["static_b1"], str(work / "nocal.engine"), int8=True, log=lambda *a: None)
+    assert not os.path.exists(str(work / "nocal.engine"))
 
 
 def _run(script, *args):
