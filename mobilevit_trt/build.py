@@ -285,6 +285,8 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
     if mode == "implicit":
         cal_batch = profiles[0][1]
         cache = calib.CalibrationCache(cache_path, onnx_sha, calibrator, api.version, cal_batch, log=log)
+        if cache.valid():
+            cache.verified_bytes()  # a corrupt cache is refused here, not inside TensorRT's callback
         if calib_inputs is None and not cache.valid():
             raise UserError("--int8 (implicit calibration) needs --calib-data, or a calibration cache made for this "
                             "ONNX and calibrator (%s)" % cache_path)

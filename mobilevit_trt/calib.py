@@ -95,15 +95,20 @@ class CalibrationCache(object):
             self.log("calibration cache %s is stale (%s differ%s): recalibrating" % (
                 self.path, ", ".join(diff) if stored else "no key file", "s" if len(diff) == 1 else ""))
             return None
+        data = self.verified_bytes()
+        self.used = True
+        self.log("using calibration cache %s (%d bytes)" % (self.path, len(data)))
+        return data
+
+    def verified_bytes(self):
+        """The cache file's bytes; UserError when they are not a TensorRT calibration cache (TensorRT would
+        reject it, or worse read it, deep inside the build: build.py calls this before building)."""
         with open(self.path, "rb") as f:
             data = f.read()
         problem = cache_problem(data)
         if problem:
-            # TensorRT would reject it (or worse, read it) deep inside the build: refuse it here, plainly
             raise UserError("calibration cache %s is not a TensorRT calibration cache (%s); delete it (and %s) to "
                             "recalibrate" % (self.path, problem, self.key_path))
-        self.used = True
-        self.log("using calibration cache %s (%d bytes)" % (self.path, len(data)))
         return data
 
     def write(self, data):

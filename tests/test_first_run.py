@@ -318,3 +318,20 @@ def test_int8_without_calib_data_uses_the_default_training_split(xxs, rtx_api, t
 def test_engine_path_that_is_a_directory_fails_before_building(xxs, tmp_path):
     with pytest.raises(UserError, match="is a folder"):
         build.build_engine(xxs["dynamic"], str(tmp_path), log=_quiet)
+
+
+def test_original_project_int8_command_works_without_calibration_flags(xxs, rtx_api, tmp_path):
+    """The original project's `convert_to_trt.py --input_path X --save_path Y --dynamic --fp16 --int8`: calibrates
+    on the default dataset's training split (here made in tmp_path) and says which."""
+    root = str(tmp_path / "default")
+    D.make_default_dataset(root, lmdb=False, show_progress=False)
+    engine = str(tmp_path / "out" / "dyn_int8.trt")
+    wrapper = ("import sys; from mobilevit_trt import cli, data; data.DEFAULT_DATASET_DIR = sys.argv[1]; "
+               "import convert_to_trt; cli.run_main(convert_to_trt.main, sys.argv[2:])")
+    r = subprocess.run([sys.executable, "-c", wrapper, root, "--input_path", xxs["dynamic"], "--save_path", engine,
+                        "--dynamic", "--fp16", "--int8", "--calib-limit", "16"], cwd=ROOT, capture_output=True,
+                       text=True, env=dict(os.environ, **{trt_compat.MODULE_ENV: "tensorrt_rtx"}), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "no --calib-data: calibrating on the default dataset's training split %s" % os.path.join(root, "train") \
+        in r.stdout
+    assert sorted(os.listdir(str(tmp_path / "out"))) == ["dyn_int8.trt", "dyn_int8.trt.json"]
