@@ -45,7 +45,8 @@ def main(argv=None):
                           meta["tensorrt"]["version"])
     print("%s on %s (compute %s); %s engine%s; %d warm-up + %d timed runs%s; latency = GPU time per run" % (
         trt_name, dev["name"], dev["compute_capability"], side.get("precision", "?"),
-        "" if side else " (no sidecar)", args.warmup, args.iters, ", CUDA graphs" if args.cuda_graph else ""))
+        "" if side else " (no sidecar)", args.warmup, args.iters, ", CUDA graphs" if meta["cuda_graph"] else
+        (", CUDA graphs asked for but not used (the graph column says why per batch)" if args.cuda_graph else "")))
     print(report.format_table(rows, TABLE_COLUMNS, TABLE_HEADERS))
     print("verdict: max abs diff <= %g (abs diff = |TensorRT - reference logits|)" % meta["atol"])
     for batch, table in layers:

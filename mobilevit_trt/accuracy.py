@@ -37,6 +37,8 @@ def infer_padded(backend, x):
 
     ranges = backend.batch_ranges()
     n = len(x)
+    if n == 0:
+        raise UserError("no images to run")
     step = min(n, max_batch(ranges) or n)
     outs = []
     for s in range(0, n, step):
@@ -58,13 +60,13 @@ def evaluate(backend, dataset, batch=None, limit=None, show_progress=True, worke
     """Run ``backend`` over ``dataset`` (first ``limit`` images); returns the result dict (percent and counts)."""
     import numpy as np
 
-    from .backends import max_batch
+    from .backends import fit_batch, max_batch
     from .data import iter_batches, limit_dataset
 
     static = getattr(backend, "static_batch", None)
     if batch is None:
         ranges = backend.batch_ranges()
-        batch = static or min(8, max_batch(ranges) or 8)
+        batch = static or fit_batch(ranges, min(8, max_batch(ranges) or 8))  # at least a profile's MIN
     elif static and batch != static:
         raise UserError("%s was built for batch %d; pass --batch %d (or leave --batch out)"
                         % (backend.source, static, static))

@@ -206,7 +206,7 @@ class OnnxRuntimeBackend(Backend):
         import numpy as np
 
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.profiles and not any(lo <= len(x) <= hi for lo, _, hi in self.profiles):
+        if self.profiles and not accepts_batch(self.batch_ranges(), len(x)):
             raise UserError("batch %d is outside every optimization profile of %s (%s)" % (
                 len(x), self.source, ", ".join("%d:%d:%d" % p for p in self.profiles)))
         if self._sess is not None:
@@ -241,7 +241,7 @@ class TensorRTBackend(Backend):
         self.source = os.path.abspath(engine_path)
         self.runner = TrtRunner(engine_path, plugins=plugins, cuda_graph=cuda_graph, log=log, purpose=purpose,
                                 verbose=verbose)
-        self.static_batch = _runner_static_batch(self.runner, engine_path)
+        self.static_batch = self.runner.static_batch
         self.profiles = [tuple(p) for p in self.runner.batch_range]
         self.input_shape = tuple(self.runner.input.shape)
         self.num_classes = None
@@ -274,30 +274,6 @@ class TensorRTBackend(Backend):
         runner, self.runner = getattr(self, "runner", None), None
         if runner is not None:
             runner.close()
-
-
-def _runner_static_batch(runner, engine_path):
-    """The engine's fixed batch, if it has one: from the runner, else from the engine's sidecar JSON."""
-    for attr in ("static_batch", "fixed_batch"):
-        v = getattr(runner, attr, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    if getattr(runner, "dynamic", None) is True:
-        return None
-    import json
-    for side in (engine_path + ".json", os.path.splitext(engine_path)[0] + ".json"):
-        if os.path.isfile(side):
-            try:
-                with open(side) as f:
-                    meta = json.load(f)
-            except ValueError:
-                continue
-            if meta.get("dynamic"):
-                return None
-            b = meta.get("batch") or meta.get("static_batch")
-            if isinstance(b, int) and b > 0:
-                return b
-    return None
 
 
 def make_backend(kind=None, trt_path=None, onnx_path=None, model_path=None, plugins=None, arch=None,

@@ -111,7 +111,8 @@ def benchmark(target, x, warmup=20, iters=50):
     if iters < 1:
         raise UserError("--iters must be at least 1")
     target.prepare(x)
-    for _ in range(max(0, int(warmup))):
+    # at least one untimed run: the first execution after binding may allocate, compile or capture a graph
+    for _ in range(max(1, int(warmup))):
         target.execute()
     target.synchronize()
     times, graphs = [], 0

@@ -63,10 +63,17 @@ def onnx_facts(path):
         raise UserError("%s has %d inputs; the toolkit builds single-input classifiers" % (path, len(inputs)))
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
             for d in inputs[0].type.tensor_type.shape.dim]
-    plugins = {}
+    plugins, legacy = {}, set()
     for n in m.graph.node:
-        if n.op_type in plugin_spec.SPECS and any(a.name == "plugin_version" for a in n.attribute):
-            plugins[n.op_type] = plugins.get(n.op_type, 0) + 1
+        if any(a.name == "plugin_version" for a in n.attribute):
+            if n.op_type in plugin_spec.SPECS:
+                plugins[n.op_type] = plugins.get(n.op_type, 0) + 1
+            elif n.op_type in plugin_spec.LEGACY_OPS:
+                legacy.add(n.op_type)
+    if legacy:
+        raise UserError("%s has plugin nodes named %s, made by an older onnx_add_plugin.py (TensorRT 10.14+ takes "
+                        "'Attention' for the ONNX op): fuse the source ONNX again with onnx_add_plugin.py"
+                        % (path, " / ".join(sorted(legacy))))
     return {"input": inputs[0].name, "dims": dims, "dynamic": not isinstance(dims[0], int) or dims[0] <= 0,
             "plugins": plugins, "qdq": any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node),
             "outputs": [o.name for o in m.graph.output]}
@@ -181,6 +188,7 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
     onnx_sha = sha256_file(onnx_path)
     stem = os.path.splitext(save_path)[0]
     inter_stem = stem if keep_intermediate else os.path.join(work, os.path.basename(stem))
+    libs = resolve_plugins(api, facts, plugins)  # before any expensive work: a wrong --plugin fails here
     if mode == "qdq" and not facts["qdq"] and facts["plugins"]:
         raise UserError("INT8 Q/DQ is calibrated in ONNX Runtime, which cannot run the plugin nodes of %s: build "
                         "INT8 from the ONNX before onnx_add_plugin.py%s" % (
@@ -192,11 +200,10 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
             cache_path, onnx_sha, calibrator, api.version, profiles[0][1], log=_quiet).valid()
         if not cached:
             try:
-                calib_data = calib.default_calibration_source()
-            except UserError:
+                calib_data = calib.default_calibration_source(log=log)
+            except UserError as e:
                 raise UserError("--int8 needs calibration images: pass --calib-data (an .npz with 'input', an image "
-                                "folder or an LMDB); the default dataset is not there either (python "
-                                "benchmark/make_default_dataset.py makes it)")
+                                "folder or an LMDB); the default dataset could not be used either: %s" % e)
             log("no --calib-data: calibrating on the default dataset's training split %s (%d images, seeded "
                 "sample); pass --calib-data to calibrate on your own images" % (
                     calib_data, calib_limit or calib.DEFAULT_DATASET_IMAGES))
@@ -233,7 +240,6 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
 
     # -- plugins
     logger = trt_compat.make_logger(api, verbose=verbose)
-    libs = resolve_plugins(api, facts, plugins)
     trt_compat.load_plugin_libraries(api, logger, libs)
     for op in sorted(facts["plugins"]):
         if trt_compat.find_plugin_creator(api, op, plugin_spec.PLUGIN_VERSION, plugin_spec.PLUGIN_NAMESPACE) is None:
@@ -243,14 +249,20 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
     # -- network
     builder = trt_compat.new_builder(api, logger)
     network = trt_compat.create_network(api, builder)
-    parser = trt_compat.new_parser(api, network, logger)
+    from onnx import defs
+    parser = trt_compat.new_parser(api, network, logger,
+                                   plugin_override=any(defs.has(op) for op in facts["plugins"]))
     mark = logger.mark()
     if not parser.parse_from_file(os.path.abspath(build_onnx)):
         errors = trt_compat.parser_errors(parser) or logger.errors(mark)
         for e in errors:
             log("ONNX parser: %s" % e)
-        raise BuildError("%s could not parse %s (%d error%s, printed above)" % (
-            api.display_name, build_onnx, len(errors), "" if len(errors) == 1 else "s"), errors)
+        raise BuildError("%s could not parse %s (%d error%s, printed above)%s" % (
+            api.display_name, build_onnx if build_onnx == onnx_path or keep_intermediate else
+            "the %s graph made from %s" % ("+".join(t["transform"] for t in transforms), onnx_path),
+            len(errors), "" if len(errors) == 1 else "s",
+            "" if build_onnx == onnx_path or keep_intermediate else "; --keep-intermediate keeps that graph"),
+            errors)
     inp = network.get_input(0)
     if network.num_inputs != 1 or inp.name != facts["input"]:
         raise UserError("parsed network has inputs %s; expected one named %r" % (
@@ -299,7 +311,7 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
             cal_profile.set_shape(inp.name, shape, shape, shape)
         trt_compat.set_int8_calibrator(api, config, cal, cal_profile)
     if timing_cache:
-        if api.flavour == "tensorrt_rtx":
+        if api.is_rtx:
             log("note: --timing-cache is ignored by %s (no autotuning ahead of time)" % api.display_name)
             timing_cache = None
         else:
@@ -322,7 +334,13 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
             cal.free()
     build_s = time.time() - t0
     if cal is not None:
-        cal.raise_if_failed()
+        try:
+            cal.raise_if_failed()
+        except calib.CalibrationFailed as e:
+            errors = logger.errors(mark)
+            if errors:
+                raise calib.CalibrationFailed("%s (TensorRT: %s)" % (e, errors[-1]))
+            raise
     if serialized is None:
         errors = logger.errors(mark)
         raise BuildError("%s could not build the engine: %s" % (
@@ -342,12 +360,12 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
         "calibrator": calibrator if mode else None,
         "calibration_cache": (cache.path if cache is not None else None),
         "calibration_inputs": None if calib_inputs is None or not mode else int(len(calib_inputs)),
+        "calibration_source": os.path.abspath(calib_data) if calib_data and mode else None,
         "strongly_typed": api.strongly_typed,
         "input": {"name": inp.name, "shape": [d if isinstance(d, int) else -1 for d in dims]},
         "dynamic": facts["dynamic"],
         "batch": None if facts["dynamic"] else profiles[0][0],
         "profiles": [list(p) for p in profiles],
-        "workspace_mib": workspace_mib,
         "workspace": workspace,
         "builder_flags": trt_compat.builder_flags_set(api, config),
         "graph_capture": {"prepared": api.branches["graph_capture"] != "ask_context" or graph_flag,

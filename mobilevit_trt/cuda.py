@@ -382,15 +382,18 @@ def backend(purpose=None, device=0):
     choice = os.environ.get(BACKEND_ENV, "")
     if choice not in ("", "cuda-python", "pycuda"):
         raise UserError("%s must be cuda-python or pycuda, got %r" % (BACKEND_ENV, choice))
-    cudart, desc = import_cudart() if choice != "pycuda" else (None, "")
+    cudart, desc = import_cudart() if choice != "pycuda" else (None, "%s=pycuda" % BACKEND_ENV)
     if cudart is not None:
         b = _CudaPython(cudart, desc)
     else:
         try:
             import pycuda.driver as drv
-        except ImportError:
-            raise CudaUnavailable("%s: the CUDA driver is there but no CUDA Python binding is installed: pip "
-                                  "install cuda-python (or pycuda)" % what)
+        except ImportError as e:
+            if choice == "pycuda":
+                raise CudaUnavailable("%s: %s=pycuda but PyCUDA cannot be imported (%s): pip install pycuda"
+                                      % (what, BACKEND_ENV, e))
+            raise CudaUnavailable("%s: the CUDA driver is there but no CUDA Python binding imports (%s; PyCUDA: "
+                                  "%s): pip install cuda-python (or pycuda)" % (what, desc, e))
         b = _PyCuda(drv)
     try:
         b.init(device)

@@ -46,6 +46,9 @@ ATTENTION_ATTRS = OrderedDict([
     ("num_heads", ("INT", "INT32", 1)),
 ])
 
+#: plugin names of toolkit versions before the rename (recognised only to say "fuse again")
+LEGACY_OPS = ("LayerNorm", "Attention")
+
 SPECS = OrderedDict([
     (LAYERNORM_OP, LAYERNORM_ATTRS),
     (ATTENTION_OP, ATTENTION_ATTRS),

@@ -50,11 +50,11 @@ def default_plugin_libraries():
 
 def resolve_plugins(api, meta, plugins, log):
     """Libraries to load before deserializing: ``plugins``, else the sidecar's (checked), else -- only without a
-    sidecar -- plugin/build/*.so as a guess (loaded best-effort by the runner)."""
+    sidecar -- plugin/build/libmvt_plugins.so as a guess (loaded best-effort by the runner)."""
     if plugins:
         return list(plugins)
     recorded = (meta or {}).get("plugins") or []
-    if api.flavour == "tensorrt_rtx":
+    if not api.runs_plugins:
         return []
     if recorded:
         out = []
@@ -137,8 +137,10 @@ class TrtRunner(object):
         if self.cuda_graph and api.branches["graph_capture"] == "ask_context" and not (
                 (self.meta or {}).get("graph_capture") or {}).get("prepared"):
             self.graph_note = ("%s captures CUDA graphs only from engines built for it: rebuild with "
-                               "convert_to_trt.py --cudaGraph (REQUIRE_USER_ALLOCATION)" % api.display_name)
+                               "convert_to_trt.py --cudaGraph (REQUIRE_USER_ALLOCATION); running without graphs"
+                               % api.display_name)
             self.log("warning: " + self.graph_note)
+            self.cuda_graph = False
         cuda.backend("%s needs %s" % (purpose, GPU_NEEDS))
         self.logger = trt_compat.make_logger(api, verbose=verbose)
         self.plugins = resolve_plugins(api, self.meta, plugins, self.log)
@@ -162,7 +164,7 @@ class TrtRunner(object):
                 hint = " (plugin libraries: build them with make -C plugin, or pass --plugin)"
             raise UserError("%s cannot deserialize %s: %s%s" % (api.display_name, engine_path,
                                                                   errs[0] if errs else "unknown error", hint))
-        self.context = self.engine.create_execution_context()
+        self.context = trt_compat.create_context(api, self.engine, for_graphs=self.cuda_graph)
         if self.context is None:
             errs = self.logger.errors(mark)
             raise UserError("cannot create an execution context for %s: %s" % (
@@ -220,9 +222,6 @@ class TrtRunner(object):
     def batch_range(self):
         return [(p[0][0], p[1][0], p[2][0]) for p in self.profiles]
 
-    def default_batches(self):
-        return sorted(set(b for prof in self.batch_range for b in prof))
-
     def select_profile(self, shape):
         """Index of the profile that accepts ``shape`` (OPT closest to it); UserError when none does."""
         shape = tuple(int(d) for d in shape)
@@ -235,13 +234,6 @@ class TrtRunner(object):
             raise UserError("input shape %s is outside every optimization profile of %s (%s)"
                             % (list(shape), self.engine_path, ranges))
         return min(fits)[1]
-
-    def accepts(self, shape):
-        try:
-            self.select_profile(shape)
-            return True
-        except UserError:
-            return False
 
     def _bind(self, shape):
         shape = tuple(int(d) for d in shape)

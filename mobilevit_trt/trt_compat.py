@@ -102,14 +102,23 @@ BRANCHES = {
         # TensorRT-RTX compiles kernels lazily and can say whether a stream may be captured right now; stream
         # capture needs an engine built with REQUIRE_USER_ALLOCATION (TensorRT-RTX 1.2 release notes: "This is
         # required when using CUDA stream capture"), so the builder sets it when graphs are wanted
+        # and a context whose dynamic-shape kernels are specialised eagerly: the default (LAZY) swaps kernels in
+        # mid-run, "use a fallback kernel till compilation is complete" (tensorrt_rtx 1.7 binding docstring),
+        # which would invalidate a captured graph (Torch-TensorRT requires strategy != kLazy for capture too)
         "ask_context": {"serves": ("rtx",), "names": [("IExecutionContext", "is_stream_capturable"),
-                                                      ("BuilderFlag", "REQUIRE_USER_ALLOCATION")]},
+                                                      ("BuilderFlag", "REQUIRE_USER_ALLOCATION"),
+                                                      ("ICudaEngine", "create_runtime_config"),
+                                                      ("IRuntimeConfig", "dynamic_shapes_kernel_specialization_strategy"),
+                                                      ("DynamicShapesKernelSpecializationStrategy", "EAGER")]},
         "after_plain_enqueue": {"serves": ("8.2.4", "8.6.1", "10.16", "11.1"), "names": []},
     },
     "parser_flags": {
         # 10.15+: OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE -- a registered plugin wins over a built-in importer of
         # the same op name (10.14 added a built-in importer for the ONNX Attention op).  The toolkit's plugin
-        # names collide with no op (plugin_spec), so this is a second guard, set wherever it exists.
+        # names collide with no op (plugin_spec) and its nodes carry plugin_namespace, which sends them to the
+        # plugin importer anyway; the flag would also hand *standard* nodes to same-named plugins (TensorRT's own
+        # "Split", "ScatterND", "ScatterElements" register in namespace "": plugin/api/inferPlugin.cpp at v10.16),
+        # so it is set only for a graph whose plugin nodes are named like an ONNX op.
         "plugin_override": {"serves": ("10.16", "11.1", "rtx"),
                             "names": [("OnnxParserFlag", "ENABLE_PLUGIN_OVERRIDE"), ("OnnxParser", "set_flag")]},
         "none": {"serves": ("8.2.4", "8.6.1"), "names": []},
@@ -677,9 +686,21 @@ def new_builder(api, logger):
     return api.module.Builder(logger)
 
 
-def new_parser(api, network, logger):
-    """The ONNX parser; with ENABLE_PLUGIN_OVERRIDE set where the release has it (10.15+, TensorRT-RTX)."""
+def new_parser(api, network, logger, plugin_override=False):
+    """The ONNX parser; ``plugin_override``: set ENABLE_PLUGIN_OVERRIDE where the release has it (10.15+,
+    TensorRT-RTX; see BRANCHES["parser_flags"]).  Returns the parser (``parser.plugin_override`` says if set)."""
     parser = api.module.OnnxParser(network, logger)
-    if api.branches["parser_flags"] == "plugin_override":
+    if plugin_override and api.branches["parser_flags"] == "plugin_override":
         parser.set_flag(api.module.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE)
     return parser
+
+
+def create_context(api, engine, for_graphs=False):
+    """An execution context; for CUDA-graph capture on TensorRT-RTX one whose dynamic-shape kernels are
+    specialised eagerly (see BRANCHES["graph_capture"])."""
+    if for_graphs and api.branches["graph_capture"] == "ask_context":
+        config = engine.create_runtime_config()
+        config.dynamic_shapes_kernel_specialization_strategy = \
+            api.module.DynamicShapesKernelSpecializationStrategy.EAGER
+        return engine.create_execution_context(config)
+    return engine.create_execution_context()

@@ -219,10 +219,13 @@ def test_profile_errors(variants, work):
 
 
 def test_int8_needs_calibration_data(variants, work, monkeypatch):
-    """Without --calib-data the default dataset's training split is used (tests/test_first_run.py); without that
-    either, one error says what to pass."""
+    """Without --calib-data the default dataset's training split is used, made on demand (tests/test_first_run.py);
+    where it cannot be made either, one error says what to pass."""
     from mobilevit_trt import data
-    monkeypatch.setattr(data, "DEFAULT_DATASET_DIR", str(work / "no-default-dataset"))
+    blocker = str(work / "a-file")
+    with open(blocker, "w") as f:
+        f.write("not a folder")
+    monkeypatch.setattr(data, "DEFAULT_DATASET_DIR", os.path.join(blocker, "default"))
     with pytest.raises(UserError, match="--int8 needs calibration images: pass --calib-data"):
         build.build_engine(variants["static_b1"], str(work / "nocal.engine"), int8=True, log=lambda *a: None)
     assert not os.path.exists(str(work / "nocal.engine"))

@@ -310,6 +310,12 @@ LEAN_CALLS = {
     ("IExecutionContext", "report_to_profiler"): (),
     ("IPluginRegistry", "get_creator"): ("str", "str", "str"),
 }
+#: calls only the TensorRT-RTX branches make (checked on the real tensorrt_rtx classes)
+RTX_CALLS = {
+    ("ICudaEngine", "create_execution_context"): ("runtime_config",),
+    ("ICudaEngine", "create_runtime_config"): (),
+    ("IExecutionContext", "is_stream_capturable"): ("int",),
+}
 #: attributes read or assigned, not called
 LEAN_PROPERTIES = [("ICudaEngine", "num_io_tensors"), ("ICudaEngine", "num_optimization_profiles"),
                    ("ICudaEngine", "num_layers"), ("IExecutionContext", "active_optimization_profile"),
@@ -318,7 +324,7 @@ LEAN_PROPERTIES = [("ICudaEngine", "num_io_tensors"), ("ICudaEngine", "num_optim
 LEAN_OTHER = [("TensorIOMode", "INPUT"), ("IProfiler", "report_layer_time"), ("ILogger", "log"),
               ("ILogger", "Severity")]
 _KIND_TYPES = {"str": ("str",), "int": ("SupportsInt", "int"), "shape": ("tuple", "list", "Dims"),
-               "buffer": ("Buffer", "buffer", "bytes")}
+               "buffer": ("Buffer", "buffer", "bytes"), "runtime_config": ("IRuntimeConfig",)}
 
 
 def _lean():
@@ -393,6 +399,13 @@ def test_lean_runtime_has_every_runtime_call_with_a_compatible_signature():
     assert not bad, bad
 
 
+def test_rtx_only_calls_have_a_compatible_signature():
+    mod = _rtx()
+    for (cls, meth), kinds in sorted(RTX_CALLS.items()):
+        func = getattr(getattr(mod, cls), meth)
+        assert any(_accepts(o, kinds) for o in pybind_overloads(func, meth)), (cls, meth, kinds)
+
+
 def test_lean_calls_cover_the_runtime_branches():
     """Every (class, attribute) the 10+/11 runtime branches and COMMON["run"] declare is checked above (or is an
     engine-inspector name: the lean runtime has no inspector), and the code's calls pass as many positional
@@ -406,7 +419,7 @@ def test_lean_calls_cover_the_runtime_branches():
     classes_only = {n for n in declared if n[1] is None}
     assert declared - inspector - classes_only <= checked, sorted(declared - inspector - classes_only - checked)
     by_method = {}
-    for (cls, meth), kinds in LEAN_CALLS.items():
+    for (cls, meth), kinds in list(LEAN_CALLS.items()) + list(RTX_CALLS.items()):
         by_method.setdefault(meth, set()).add(len(kinds))
     for path in ("mobilevit_trt/trt_compat.py", "mobilevit_trt/runtime.py"):
         with open(os.path.join(ROOT, path)) as f:
