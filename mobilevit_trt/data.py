@@ -60,8 +60,8 @@ def decode_image(data, name="image"):
         img.load()
         return img.convert("RGB")
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError, ...
-        raise BadImageError("cannot decode %s: %s: %s" % (name, type(e).__name__, str(e).splitlines()[0]
-                                                          if str(e) else ""))
+        raise BadImageError("cannot decode %s: %s" % (name, str(e).splitlines()[0] if str(e)
+                                                      else "not an image file PIL can read"))
 
 
 def preprocess(img, size=DEFAULT_IMG_SIZE):

@@ -62,7 +62,7 @@ def _trt_available():
     except UserError as e:
         return None, str(e)
     except Exception as e:  # a broken install is a reason to skip, not to stop the CPU stages
-        return None, "%s: %s" % (type(e).__name__, e)
+        return None, "TensorRT import failed: %s" % (str(e).splitlines()[0] if str(e) else "broken install")
 
 
 def _gpu_available():

@@ -283,7 +283,7 @@ def load(purpose=None, prefer=None, needs="TensorRT"):
             problems.append("%s: %s" % (name, e))
             continue
         except Exception as e:  # a broken install (missing libnvinfer, wrong CUDA) raises other errors
-            problems.append("%s: %s: %s" % (name, type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+            problems.append("%s: broken install (%s)" % (name, str(e).splitlines()[0] if str(e) else "import failed"))
             continue
         _API[name] = TrtApi(mod, name)
         return _API[name]
