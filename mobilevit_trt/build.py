@@ -9,13 +9,12 @@ import tempfile
 import platform
 import time
 
-from . import plugin_spec, trt_compat
+from . import plugin_spec, sidecar, trt_compat
 from .errors import UserError
 from .fileio import check_output_file, sha256_file, write_bytes, write_json
 
 DEFAULT_DYNAMIC_PROFILE = (1, 4, 8)  # the original convert_to_trt.py: min 1, opt 4, max 8
 PLUGIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugin", "build")
-SIDECAR_FORMAT = "mobilevit_trt.engine/1"
 #: accuracy checks of the rewritten ONNX against the FP32 ONNX (ONNX Runtime, CPU); printed, not enforced
 CHECK_INPUTS = 16
 
@@ -26,10 +25,6 @@ class BuildError(UserError):
     def __init__(self, message, messages):
         UserError.__init__(self, message)
         self.messages = list(messages)
-
-
-def sidecar_path(engine_path):
-    return engine_path + ".json"
 
 
 def parse_profile(text):
@@ -353,7 +348,6 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
             write_bytes(timing_cache, tc)
 
     meta = {
-        "format": SIDECAR_FORMAT,
         "engine": os.path.abspath(save_path), "engine_sha256": sha256_file(save_path), "engine_bytes": len(data),
         "tensorrt": api.describe(),
         "precision": precision_label, "int8_mode": mode,
@@ -383,8 +377,9 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
     }
     if inspect:
         meta["inspect"] = inspect_engine_file(api, logger, data, save_path, log)
-    write_json(sidecar_path(save_path), meta)
-    log("saved %s (%.1f MB, built in %.1f s) and %s" % (save_path, len(data) / 1e6, build_s, sidecar_path(save_path)))
+    meta = dict(format=sidecar.FORMAT, **meta)
+    side = sidecar.write(save_path, meta)
+    log("saved %s (%.1f MB, built in %.1f s) and %s" % (save_path, len(data) / 1e6, build_s, side))
     return meta
 
 

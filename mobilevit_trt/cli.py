@@ -11,7 +11,6 @@ import sys
 from .errors import UserError
 
 ARCH_CHOICES = ("xxs", "xs", "s")
-RESULTS_EXTENSIONS = (".json", ".csv")  # what report.write_results writes
 
 
 def run_main(main, argv=None):
@@ -62,8 +61,8 @@ def check_outputs(files=None, folders=None, results_file=None, built_beside=Fals
     from .fileio import check_output_file, check_output_folder
 
     if results_file:
-        if os.path.splitext(results_file)[1].lower() not in RESULTS_EXTENSIONS:
-            raise UserError("--results-file must end in %s, got %s" % (" or ".join(RESULTS_EXTENSIONS), results_file))
+        from .report import check_results_path
+        check_results_path(results_file)
         check_output_file(results_file, "--results-file")
     for option, path in (files or {}).items():
         if path:

@@ -12,6 +12,7 @@ import collections
 import os
 
 from . import plugin_spec
+from .reference_ops import with_check_domain
 from .errors import UserError
 from .fileio import atomic_path
 
@@ -200,22 +201,6 @@ def find_layernorm_stat_nodes(graph):
     return keep, found
 
 
-def _checkable(model, domain="mobilevit_trt.plugin_check"):
-    """Copy with plugin nodes moved to a registered custom domain: onnx.checker rejects unknown ops in the
-    default domain (where the TensorRT parser needs them), but checks everything else with them elsewhere."""
-    import copy
-    from onnx import helper
-    m = copy.deepcopy(model)
-    moved = False
-    for n in m.graph.node:
-        if n.op_type in plugin_spec.SPECS and n.domain in ("", "ai.onnx"):
-            n.domain = domain
-            moved = True
-    if moved:
-        m.opset_import.append(helper.make_opsetid(domain, 1))
-    return m
-
-
 def _elem_types(model):
     onnx = _onnx()
     types = {}
@@ -283,7 +268,7 @@ def convert_fp16(in_path, out_path, keep_fp32_ops=FP32_OPS, keep_layernorm_stats
     if any(init.data_type == FLOAT16 for init in g.initializer):
         raise UserError("%s already holds float16 initializers; convert the float32 model" % in_path)
     _constants_to_initializers(model)
-    inferred = onnx.shape_inference.infer_shapes(_checkable(model))
+    inferred = onnx.shape_inference.infer_shapes(with_check_domain(model))
     types = _elem_types(inferred)
 
     def is_float(name):
@@ -400,7 +385,7 @@ def convert_fp16(in_path, out_path, keep_fp32_ops=FP32_OPS, keep_layernorm_stats
         if vi.type.tensor_type.elem_type == FLOAT and vi.name in cur:
             vi.type.tensor_type.elem_type = cur[vi.name]
     try:
-        onnx.checker.check_model(_checkable(model), full_check=True)
+        onnx.checker.check_model(with_check_domain(model), full_check=True)
     except Exception as e:
         raise RuntimeError("FP16 conversion produced an invalid graph: %s" % str(e).strip().splitlines()[0])
     with atomic_path(out_path) as tmp:

@@ -16,6 +16,24 @@ CHECK_DOMAIN = "mobilevit_trt.plugins"
 PLUGIN_DOMAINS = ("", "ai.onnx", CHECK_DOMAIN)
 
 
+def with_check_domain(model, domain=CHECK_DOMAIN):
+    """Copy of ``model`` with the plugin nodes moved to ``domain`` (registered in opset_import): onnx.checker and
+    shape inference reject unknown ops in the default domain (where the TensorRT parser needs them), but check
+    everything else with them elsewhere."""
+    import copy
+
+    from onnx import helper
+    m = copy.deepcopy(model)
+    moved = 0
+    for n in m.graph.node:
+        if n.op_type in plugin_spec.SPECS and n.domain in ("", "ai.onnx"):
+            n.domain = domain
+            moved += 1
+    if moved and not any(o.domain == domain for o in m.opset_import):
+        m.opset_import.append(helper.make_opsetid(domain, 1))
+    return m
+
+
 def np_dtype(elem_type):
     """ONNX TensorProto elem type -> numpy dtype (onnx >= 1.13 helper, older mapping table)."""
     from onnx import helper

@@ -85,15 +85,23 @@ def to_csv(rows, columns=None):
     return buf.getvalue()
 
 
+#: what write_results writes, by file extension
+RESULTS_EXTENSIONS = (".json", ".csv")
+
+
+def check_results_path(path):
+    """UserError unless ``path`` ends in one of RESULTS_EXTENSIONS."""
+    if os.path.splitext(path)[1].lower() not in RESULTS_EXTENSIONS:
+        raise UserError("--results-file must end in %s, got %s" % (" or ".join(RESULTS_EXTENSIONS), path))
+
+
 def write_results(path, rows, meta=None, columns=None):
     """Write rows to ``path`` as JSON (``{"meta": ..., "rows": [...]}``) or CSV (rows only), by extension."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".json":
+    check_results_path(path)
+    if os.path.splitext(path)[1].lower() == ".json":
         write_json(path, _clean({"meta": meta or {}, "rows": list(rows)}))
-    elif ext == ".csv":
-        write_text(path, to_csv(rows, columns))
     else:
-        raise UserError("--results-file must end in .json or .csv, got %s" % path)
+        write_text(path, to_csv(rows, columns))
     return path
 
 

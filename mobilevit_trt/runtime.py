@@ -9,38 +9,13 @@ plain enqueue + synchronize, then capture) and a per-layer profiler.
 TensorRT differences (bindings vs tensor names, profiler hooks, graph capture checks) go through trt_compat;
 CUDA through cuda.py.
 """
-import json
 import os
 
-from . import cuda, trt_compat
-from .build import sidecar_path
+from . import cuda, sidecar, trt_compat
 from .errors import UserError
 from .fileio import sha256_file
 
 GPU_NEEDS = "TensorRT and a CUDA GPU"
-
-
-def read_sidecar(engine_path):
-    p = sidecar_path(engine_path)
-    if not os.path.isfile(p):
-        return None
-    try:
-        with open(p) as f:
-            return json.load(f)
-    except ValueError as e:
-        raise UserError("engine sidecar %s is not valid JSON (%s)" % (p, e))
-
-
-def check_engine_version(api, meta, engine_path):
-    """UserError when the sidecar says another TensorRT (flavour or version) built the engine."""
-    if not meta:
-        return
-    built = meta.get("tensorrt") or {}
-    if built.get("flavour") != api.flavour or built.get("version") != api.version:
-        name = "TensorRT-RTX" if built.get("flavour") == "tensorrt_rtx" else "TensorRT"
-        raise UserError("%s was built by %s %s; this is %s: rebuild it with convert_to_trt.py (engines only load "
-                        "in the TensorRT version that built them)" % (engine_path, name, built.get("version", "?"),
-                                                                      api.display_name))
 
 
 def default_plugin_libraries():
@@ -127,11 +102,11 @@ class TrtRunner(object):
         if not engine_path or not os.path.isfile(engine_path):
             raise UserError("engine not found: %s" % engine_path)
         self.api = api = trt_compat.load(purpose, needs=GPU_NEEDS)
-        self.meta = read_sidecar(engine_path)
+        self.meta = sidecar.read(engine_path)
         if self.meta is None:
             self.log("warning: no sidecar %s: cannot check which TensorRT built the engine"
-                     % sidecar_path(engine_path))
-        check_engine_version(api, self.meta, engine_path)
+                     % sidecar.path_of(engine_path))
+        sidecar.check_version(api, self.meta, engine_path)
         #: why CUDA graphs may not run although asked for (None: no known reason); results say what ran
         self.graph_note = None
         if self.cuda_graph and api.branches["graph_capture"] == "ask_context" and not (

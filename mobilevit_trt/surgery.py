@@ -28,7 +28,7 @@ from .errors import UserError
 # The plugin nodes live in the default domain with op types no ONNX op uses (plugin_spec); the TensorRT ONNX
 # parser finds them through its fallback plugin importer (plugin name = op_type, plugin_version and
 # plugin_namespace attributes).  onnx.checker runs on a copy where they are moved to CHECK_DOMAIN.
-from .reference_ops import CHECK_DOMAIN, PLUGIN_DOMAINS, np_dtype
+from .reference_ops import PLUGIN_DOMAINS, np_dtype, with_check_domain  # noqa: F401 (surgery.with_check_domain)
 
 KINDS = collections.OrderedDict([
     ("layernorm", plugin_spec.LAYERNORM_OP),
@@ -1178,22 +1178,6 @@ def add_plugins(model, kinds=DEFAULT_KINDS, allow_missing=False, log=print):
         raise UserError("no %s subgraph found in the model (pass --allow-missing to accept, or choose "
                         "--plugins)%s" % (" / ".join(missing), hint))
     return fused, report
-
-
-def with_check_domain(model, domain=CHECK_DOMAIN):
-    """Copy of ``model`` with the plugin nodes moved to ``domain`` (registered in opset_import)."""
-    import copy
-
-    from onnx import helper
-    m = copy.deepcopy(model)
-    moved = 0
-    for n in m.graph.node:
-        if n.op_type in plugin_spec.SPECS and n.domain in ("", "ai.onnx"):
-            n.domain = domain
-            moved += 1
-    if moved and not any(o.domain == domain for o in m.opset_import):
-        m.opset_import.append(helper.make_opsetid(domain, 1))
-    return m
 
 
 def check_fused(model):

@@ -141,3 +141,19 @@ def test_runner_errors_are_user_errors(tmp_path):
             return
     with pytest.raises(UserError, match="is not valid JSON"):
         runtime.TrtRunner(p)
+
+
+def test_sidecar_round_trip_and_bad_sidecars(tmp_path):
+    from mobilevit_trt import sidecar
+    engine = str(tmp_path / "e.engine")
+    assert sidecar.read(engine) is None
+    assert sidecar.write(engine, {"precision": "fp16"}) == engine + ".json"
+    assert sidecar.read(engine) == {"precision": "fp16", "format": sidecar.FORMAT}
+    with open(engine + ".json", "w") as f:
+        f.write("[1, 2]")
+    with pytest.raises(UserError, match="is not an engine description"):
+        sidecar.read(engine)
+    with open(engine + ".json", "w") as f:
+        f.write("{broken")
+    with pytest.raises(UserError, match="is not valid JSON"):
+        sidecar.read(engine)
