@@ -7,7 +7,6 @@
    mobilevit_trt/plugin_spec.py, in order and with their TensorRT field types, so the two cannot drift.
    (tests/test_plugin_lean_registry.py checks the same against a real TensorRT plugin registry.)
 """
-import importlib.util
 import os
 import re
 import shutil
@@ -16,28 +15,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PLUGIN = REPO / "plugin"
+from tests.plugin_helpers import PLUGIN, find_nvcc, load_spec
+
 HEADER = PLUGIN / "kernels" / "mvt_kernels.h"
 BUILD_ARCH = "80"  # one architecture keeps the build short (tensor-core paths need sm_80+)
-
-
-def load_spec():
-    spec = importlib.util.spec_from_file_location("plugin_spec", str(REPO / "mobilevit_trt" / "plugin_spec.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def find_nvcc():
-    """nvcc on PATH, else $CUDA_PATH/bin/nvcc, else /usr/local/cuda/bin/nvcc (as the Makefile looks)."""
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    for root in (os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if root and (Path(root) / "bin" / "nvcc").is_file():
-            return str(Path(root) / "bin" / "nvcc")
-    return None
 
 
 def header_api():

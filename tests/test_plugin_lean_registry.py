@@ -26,7 +26,6 @@ INT32 -> int32, nothing else), never with copies of the contract:
 * bad fields (a required one missing, a wrong type, out-of-range values) give no plugin and the plugin's own error
   line on stderr; malformed serialized blobs (truncated, too long, out-of-range values) are refused.
 """
-import importlib.util
 import math
 import os
 import re
@@ -38,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PLUGIN = REPO / "plugin"
+from tests.plugin_helpers import PLUGIN, find_nvcc, load_spec
+
 ENV_VAR = "MVT_TRT_INCLUDE"
 BUILD_ARCH = "90"  # one architecture keeps the build short; nothing runs on a GPU here
 
@@ -51,26 +50,8 @@ ONNX_TO_FIELD = {"FLOAT": ("FLOAT32", np.float32), "INT": ("INT32", np.int32)}
 EXAMPLE = {"FLOAT": 0.1767766952966369, "INT": 4}
 
 
-def load_spec():
-    spec = importlib.util.spec_from_file_location("plugin_spec", str(REPO / "mobilevit_trt" / "plugin_spec.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 SPEC = load_spec()
 OPS = list(SPEC.SPECS)
-
-
-def find_nvcc():
-    """nvcc on PATH, else $CUDA_PATH/bin/nvcc, else /usr/local/cuda/bin/nvcc (as the Makefile looks)."""
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    for root in (os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if root and (Path(root) / "bin" / "nvcc").is_file():
-            return str(Path(root) / "bin" / "nvcc")
-    return None
 
 
 def trt_version(include):

@@ -1,5 +1,36 @@
 """Tests that need a CUDA GPU; each skips itself with the reason when what it needs is missing."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (and, for the plugin kernels, plugin/build/libmvt_kernels.so)")
+
+
+@pytest.fixture(scope="module")
+def chk():
+    """benchmark/gpu_cuda_helpers_check.py as a module, once cuda-python, a GPU and CuPy are there."""
+    from mobilevit_trt import cuda
+    cudart, why = cuda.import_cudart()
+    if cudart is None:
+        pytest.skip(why)
+    try:
+        cuda.backend()
+    except cuda.CudaUnavailable as e:
+        pytest.skip(str(e))
+    pytest.importorskip("cupy", reason="needs CuPy for the test kernels")
+    spec = importlib.util.spec_from_file_location("gpu_cuda_helpers_check",
+                                                  str(REPO / "benchmark" / "gpu_cuda_helpers_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def kernels(chk):
+    """The CuPy test kernels of that module."""
+    return chk.Kernels()

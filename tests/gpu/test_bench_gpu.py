@@ -2,32 +2,11 @@
 (as the TensorRT runner does) and times with cuda.py's events.  A row says cuda_graph true only when every timed
 execution was a graph replay: with capture vetoed (as TensorRT-RTX's context does without REQUIRE_USER_ALLOCATION)
 it says false.  Skipped without a GPU, cuda-python or CuPy."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    from mobilevit_trt import cuda
-    cudart, why = cuda.import_cudart()
-    if cudart is None:
-        pytest.skip(why)
-    try:
-        cuda.backend()
-    except cuda.CudaUnavailable as e:
-        pytest.skip(str(e))
-    pytest.importorskip("cupy", reason="needs CuPy for the test kernels")
-    spec = importlib.util.spec_from_file_location("gpu_cuda_helpers_check",
-                                                  str(REPO / "benchmark" / "gpu_cuda_helpers_check.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Kernels()
 
 
 class _Target(object):

@@ -3,40 +3,10 @@ graph path and the error helper, with CuPy (and PyTorch) kernels on cuda.py's st
 
 Skipped without a CUDA GPU, cuda-python (cuda.bindings / cuda.cudart) or CuPy.  The checks themselves live in
 benchmark/gpu_cuda_helpers_check.py (which also times them)."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.gpu
-
-
-def _load_check():
-    spec = importlib.util.spec_from_file_location("gpu_cuda_helpers_check",
-                                                  str(REPO / "benchmark" / "gpu_cuda_helpers_check.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def chk():
-    from mobilevit_trt import cuda
-    cudart, why = cuda.import_cudart()
-    if cudart is None:
-        pytest.skip(why)
-    try:
-        cuda.backend()
-    except cuda.CudaUnavailable as e:
-        pytest.skip(str(e))
-    pytest.importorskip("cupy", reason="needs CuPy for the test kernels")
-    return _load_check()
-
-
-@pytest.fixture(scope="module")
-def kernels(chk):
-    return chk.Kernels()
 
 
 def test_buffers_copies_kernel(chk, kernels):
