@@ -56,7 +56,9 @@ class Backend(object):
         raise NotImplementedError
 
     def batch_ranges(self):
-        """[(min, max)] batch sizes the artifact accepts, or None for any."""
+        """[(min, max)] batch sizes the artifact accepts (its profiles, else its static batch), or None for any."""
+        if self.profiles:
+            return [(lo, hi) for lo, _, hi in self.profiles]
         return [(self.static_batch, self.static_batch)] if self.static_batch else None
 
     # -- timing protocol (mobilevit_trt.bench); synchronous backends run in execute() and time on the wall clock
@@ -197,11 +199,6 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:
             raise UserError("ONNX Runtime cannot load %s: %s" % (onnx_path, str(e).strip().splitlines()[0][:300]))
 
-    def batch_ranges(self):
-        if self.profiles:
-            return [(lo, hi) for lo, _, hi in self.profiles]
-        return Backend.batch_ranges(self)
-
     def infer(self, batch):
         import numpy as np
 
@@ -250,9 +247,6 @@ class TensorRTBackend(Backend):
         import numpy as np
 
         return np.asarray(self.runner.infer(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
-
-    def batch_ranges(self):
-        return [(lo, hi) for lo, _, hi in self.runner.batch_range]
 
     # the timing protocol, on the GPU: upload once, enqueue (or replay a graph), GPU events
     def prepare(self, batch):

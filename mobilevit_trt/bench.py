@@ -67,7 +67,6 @@ def load_reference_data(path):
     return refs
 
 
-
 def select_cases(target, refs=None, batches=None, data=None, log=print):
     """The cases to time on ``target``: the reference cases whose batch it accepts (filtered by ``batches``),
     else random inputs for each of ``batches`` (default: :func:`default_batches`)."""

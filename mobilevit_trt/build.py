@@ -190,10 +190,11 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
                             onnx_path, ", or use --int8-mode implicit (TensorRT 8.x-10.x)"
                             if api.has_implicit_int8 else ""))
     cache_path = calib_cache or "%s.calib-%s.cache" % (stem, calibrator)
+    # implicit calibration runs at the first profile's OPT batch; the cache is keyed by it
+    cache = calib.CalibrationCache(cache_path, onnx_sha, calibrator, api.version, profiles[0][1],
+                                   log=log) if mode == "implicit" else None
     if mode is not None and calib_data is None and not (mode == "qdq" and facts["qdq"]):
-        cached = mode == "implicit" and calib.CalibrationCache(
-            cache_path, onnx_sha, calibrator, api.version, profiles[0][1], log=_quiet).valid()
-        if not cached:
+        if not (cache is not None and cache.valid()):
             try:
                 calib_data = calib.default_calibration_source(log=log)
             except UserError as e:
@@ -252,12 +253,12 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
         errors = trt_compat.parser_errors(parser) or logger.errors(mark)
         for e in errors:
             log("ONNX parser: %s" % e)
+        what, hint = build_onnx, ""
+        if build_onnx != onnx_path and not keep_intermediate:  # a graph in the temporary folder, gone soon
+            what = "the %s graph made from %s" % ("+".join(t["transform"] for t in transforms), onnx_path)
+            hint = "; --keep-intermediate keeps that graph"
         raise BuildError("%s could not parse %s (%d error%s, printed above)%s" % (
-            api.display_name, build_onnx if build_onnx == onnx_path or keep_intermediate else
-            "the %s graph made from %s" % ("+".join(t["transform"] for t in transforms), onnx_path),
-            len(errors), "" if len(errors) == 1 else "s",
-            "" if build_onnx == onnx_path or keep_intermediate else "; --keep-intermediate keeps that graph"),
-            errors)
+            api.display_name, what, len(errors), "" if len(errors) == 1 else "s", hint), errors)
     inp = network.get_input(0)
     if network.num_inputs != 1 or inp.name != facts["input"]:
         raise UserError("parsed network has inputs %s; expected one named %r" % (
@@ -288,10 +289,8 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
             prof.set_shape(inp.name, (lo,) + chw, (opt,) + chw, (hi,) + chw)
             config.add_optimization_profile(prof)
     cal = None
-    cache = None
     if mode == "implicit":
         cal_batch = profiles[0][1]
-        cache = calib.CalibrationCache(cache_path, onnx_sha, calibrator, api.version, cal_batch, log=log)
         if cache.valid():
             cache.verified_bytes()  # a corrupt cache is refused here, not inside TensorRT's callback
         if calib_inputs is None and not cache.valid():
@@ -348,6 +347,7 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
             write_bytes(timing_cache, tc)
 
     meta = {
+        "format": sidecar.FORMAT,
         "engine": os.path.abspath(save_path), "engine_sha256": sha256_file(save_path), "engine_bytes": len(data),
         "tensorrt": api.describe(),
         "precision": precision_label, "int8_mode": mode,
@@ -377,14 +377,9 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
     }
     if inspect:
         meta["inspect"] = inspect_engine_file(api, logger, data, save_path, log)
-    meta = dict(format=sidecar.FORMAT, **meta)
     side = sidecar.write(save_path, meta)
     log("saved %s (%.1f MB, built in %.1f s) and %s" % (save_path, len(data) / 1e6, build_s, side))
     return meta
-
-
-def _quiet(*a, **k):
-    pass
 
 
 def _accuracy_record(stats):

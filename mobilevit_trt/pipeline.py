@@ -158,7 +158,9 @@ def run_pipeline(model_path=None, arch=None, out="runs/default", force=False, da
             if not ver.get("passed"):
                 raise UserError("fused graph does not match its source (max abs %s)" % ver.get("max_abs"))
         return {"counts": rep.get("counts"), "verify": ver}
-    run.run("surgery", do_surgery, inputs=[src], params={"v": 2, "ops": list(plugin_spec.SPECS), "namespace": plugin_spec.PLUGIN_NAMESPACE}, outputs=[variants["opt_dynamic_plugin"][0]])
+    run.run("surgery", do_surgery, inputs=[src],
+            params={"v": 2, "ops": list(plugin_spec.SPECS), "namespace": plugin_spec.PLUGIN_NAMESPACE},
+            outputs=[variants["opt_dynamic_plugin"][0]])
 
     # -- calibration + comparison inputs --------------------------------------------------------------------------
     calib_cache = run.path("calibration.npz")

@@ -18,8 +18,9 @@ def path_of(engine_path):
 
 
 def write(engine_path, meta):
-    """Write ``meta`` (a dict with ``format`` = FORMAT) atomically beside the engine; return the sidecar path."""
-    meta = dict(meta, format=FORMAT)
+    """Write ``meta`` (whose ``format`` is FORMAT) atomically beside the engine; return the sidecar path."""
+    if meta.get("format") != FORMAT:
+        raise ValueError("an engine sidecar has format %r, got %r" % (FORMAT, meta.get("format")))
     p = path_of(engine_path)
     write_json(p, meta)
     return p

@@ -147,8 +147,10 @@ def test_sidecar_round_trip_and_bad_sidecars(tmp_path):
     from mobilevit_trt import sidecar
     engine = str(tmp_path / "e.engine")
     assert sidecar.read(engine) is None
-    assert sidecar.write(engine, {"precision": "fp16"}) == engine + ".json"
-    assert sidecar.read(engine) == {"precision": "fp16", "format": sidecar.FORMAT}
+    assert sidecar.write(engine, {"format": sidecar.FORMAT, "precision": "fp16"}) == engine + ".json"
+    assert sidecar.read(engine) == {"format": sidecar.FORMAT, "precision": "fp16"}
+    with pytest.raises(ValueError):
+        sidecar.write(engine, {"precision": "fp16"})
     with open(engine + ".json", "w") as f:
         f.write("[1, 2]")
     with pytest.raises(UserError, match="is not an engine description"):

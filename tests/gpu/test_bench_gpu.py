@@ -2,7 +2,6 @@
 (as the TensorRT runner does) and times with cuda.py's events.  A row says cuda_graph true only when every timed
 execution was a graph replay: with capture vetoed (as TensorRT-RTX's context does without REQUIRE_USER_ALLOCATION)
 it says false.  Skipped without a GPU, cuda-python or CuPy."""
-
 import numpy as np
 import pytest
 
@@ -17,7 +16,7 @@ class _Target(object):
         self.cuda, self.k, self.capturable = cuda, k, capturable
         self.stream = cuda.Stream()
         self.graphs = cuda.GraphCache(self.stream)
-        self.start_ev, self.end_ev = cuda.Event(), cuda.Event()
+        self._start, self._end = cuda.Event(), cuda.Event()  # what runtime._EventTimer records on
 
     def prepare(self, x):
         self.n = x.size
@@ -31,17 +30,8 @@ class _Target(object):
                                   capturable=lambda: self.capturable)
 
     def timer(self):
-        t = self
-
-        class _T(object):
-            def start(self):
-                t.start_ev.record(t.stream)
-
-            def stop(self):
-                t.end_ev.record(t.stream)
-                t.end_ev.synchronize()
-                return t.start_ev.elapsed_ms(t.end_ev)
-        return _T()
+        from mobilevit_trt.runtime import _EventTimer
+        return _EventTimer(self)  # TrtRunner's own timer
 
     def synchronize(self):
         self.stream.synchronize()
