@@ -29,22 +29,20 @@ import os
 import sys
 import time
 
-if __name__ == "__main__":  # run as a script: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from mobilevit_trt import cli  # noqa: E402
-from mobilevit_trt.errors import UserError  # noqa: E402
+from mobilevit_trt import cli
+from mobilevit_trt.errors import UserError
+from mobilevit_trt.plan import QAT_W_TOL, QAT_WA_TOL
 
 NUM_BITS = 8
 QMIN, QMAX = -128, 127      # the int8 range the ONNX exporter accepts; symmetric scales never reach -128 on weights
 QBOUND = 127.0              # scale = amax / 127 (symmetric, zero point 0: what TensorRT requires)
-WEIGHT_ATOL = 1e-3          # ORT(Q/DQ ONNX) vs PyTorch fake-quant, max abs logit diff, weights only
-ACT_ATOL = 0.1            # same with activation Q/DQ: a float-rounding tie can move a value by one step
-ACT_MIN_TOP1_AGREEMENT = 0.99
+# ORT(Q/DQ ONNX) vs PyTorch fake-quant (the plan's tolerances): max abs logit diff and top-1 agreement; with
+# activation Q/DQ a float-rounding tie can move a value by one quantization step
+WEIGHT_ATOL, ACT_ATOL, ACT_MIN_TOP1_AGREEMENT = QAT_W_TOL.atol, QAT_WA_TOL.atol, QAT_WA_TOL.min_top1
 
 
 def fake_quant_weight(w, axis=0, scale=None):
@@ -229,8 +227,9 @@ def export_qdq_onnx(model, save_path, batch=1, dynamic=False, opset=13, img_size
     """
     import onnx
 
-    from mobilevit_trt.export import INPUT_NAME, OUTPUT_NAME, _fix_io, _torch_export, check_model, op_counts
+    from mobilevit_trt.export import check_model, op_counts, torch_to_onnx
     from mobilevit_trt.fileio import atomic_path
+    from mobilevit_trt.verify import require, verdict_line
 
     if opset < 13:
         raise UserError("per-channel Q/DQ needs opset >= 13, got %d" % opset)
@@ -238,14 +237,10 @@ def export_qdq_onnx(model, save_path, batch=1, dynamic=False, opset=13, img_size
     for _, m in quant_layers(model):
         m.freeze()
     try:
-        dummy = torch.randn(4 if dynamic else batch, 3, img_size, img_size,
-                            generator=torch.Generator().manual_seed(0))
         report = {"path": os.path.abspath(save_path), "dynamic": bool(dynamic), "batch": None if dynamic else batch,
                   "opset": opset}
         with atomic_path(save_path) as tmp:
-            _torch_export(model, dummy, tmp, opset, dynamic)
-            proto = onnx.load(tmp)
-            _fix_io(proto, dynamic, batch)
+            proto = torch_to_onnx(model, tmp, batch, dynamic, opset, img_size)
             report["qdq_params_folded"] = fold_qdq_params(proto, tmp)
             check_model(proto)
             report["qdq"] = describe_qdq(proto)
@@ -254,18 +249,10 @@ def export_qdq_onnx(model, save_path, batch=1, dynamic=False, opset=13, img_size
             if verify:
                 if verify_inputs is None:
                     verify_inputs = torch.randn(8, 3, img_size, img_size, generator=torch.Generator().manual_seed(1))
-                res = compare_qdq(model, tmp, verify_inputs, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
-                                  atol=atol)
+                res = compare_qdq(model, tmp, verify_inputs, atol=atol)
                 report["verify"] = res
-                log("ONNX Runtime (Q/DQ) vs PyTorch fake-quant on %d images: max abs logit diff %.3g (tol %g), "
-                    "top-1 agreement %.1f%%: %s" % (res["images"], res["max_abs"], res["atol"],
-                                                      100 * res["top1_agreement"],
-                                                      "PASSED" if res["passed"] else "FAILED"))
-                if not res["passed"]:
-                    raise UserError("Q/DQ ONNX does not match the fake-quant model (max abs logit diff %.3g, tol %g; "
-                                    "top-1 agreement %.1f%%, need %.1f%%); %s not written" % (
-                                        res["max_abs"], res["atol"], 100 * res["top1_agreement"],
-                                        100 * res["min_top1_agreement"], save_path))
+                log(verdict_line("ONNX Runtime (Q/DQ)", res, "PyTorch fake-quant"))
+                require("Q/DQ ONNX (ONNX Runtime)", res, "the fake-quant model", what=save_path)
     finally:
         for _, m in quant_layers(model):
             m.unfreeze()
@@ -368,38 +355,26 @@ def describe_qdq(proto):
             "activation_qdq_pairs": act_pairs, "int32_dq": int32}
 
 
-def compare_qdq(model, onnx_path, inputs, input_name="input", output_name="class", atol=None, batch=None):
-    """Max abs logit difference and top-1 agreement of ORT (CPU, all graph optimizations off, so the Q/DQ
-    semantics are evaluated as written) against the fake-quant PyTorch model."""
-    import numpy as np
-    import onnxruntime as ort
+def qdq_tolerance(model, atol=None):
+    """The plan's tolerance for a Q/DQ export of ``model`` (weights only, or with activations); ``atol`` overrides
+    its max abs logit difference."""
+    from mobilevit_trt.verify import Tolerance
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    shape = sess.get_inputs()[0].shape
-    static_b = shape[0] if isinstance(shape[0], int) else None
-    x_all = inputs.numpy() if hasattr(inputs, "numpy") else np.asarray(inputs, dtype=np.float32)
-    step = static_b or batch or 8
-    outs, refs = [], []
-    with torch.no_grad():
-        for s in range(0, len(x_all), step):
-            x = x_all[s:s + step]
-            n = len(x)
-            if static_b and n < static_b:
-                x = np.concatenate([x, np.zeros((static_b - n,) + x.shape[1:], np.float32)])
-            outs.append(sess.run([output_name], {input_name: x})[0][:n])
-            refs.append(model(torch.from_numpy(x)).numpy()[:n])
-    out, ref = np.concatenate(outs), np.concatenate(refs)
-    weights_only = not any(m.quant_act for _, m in quant_layers(model))
-    if atol is None:
-        atol = WEIGHT_ATOL if weights_only else ACT_ATOL
-    diff = float(np.abs(out.astype(np.float64) - ref).max())
-    agree = float((out.argmax(1) == ref.argmax(1)).mean())
-    need = 1.0 if weights_only else ACT_MIN_TOP1_AGREEMENT
-    return {"images": int(len(out)), "max_abs": diff, "mean_abs": float(np.abs(out - ref).mean()), "atol": atol,
-            "top1_agreement": agree, "min_top1_agreement": need, "passed": diff <= atol and agree >= need}
+    tol = QAT_W_TOL if not any(m.quant_act for _, m in quant_layers(model)) else QAT_WA_TOL
+    return tol if atol is None else Tolerance(atol=atol, rtol=tol.rtol, min_top1=tol.min_top1)
+
+
+def compare_qdq(model, onnx_path, inputs, atol=None):
+    """``verify.compare`` of the Q/DQ ONNX in ONNX Runtime (CPU, graph optimizations off, so the Q/DQ semantics
+    are evaluated as written) with the fake-quant PyTorch ``model``, under :func:`qdq_tolerance`."""
+    import numpy as np
+
+    from mobilevit_trt.backends import OnnxRuntimeBackend, TorchBackend
+    from mobilevit_trt.verify import compare
+
+    x = inputs.numpy() if hasattr(inputs, "numpy") else np.asarray(inputs, dtype=np.float32)
+    with OnnxRuntimeBackend(onnx_path, optimize=False) as test:
+        return compare(test, TorchBackend(model), x, qdq_tolerance(model, atol))
 
 
 # ---------------------------------------------------------------------------------------------------- script

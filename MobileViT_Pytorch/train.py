@@ -18,11 +18,8 @@ import os
 import sys
 import time
 
-if __name__ == "__main__":  # run as a script: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mobilevit_trt import cli  # noqa: E402
-from mobilevit_trt.errors import UserError  # noqa: E402
+from mobilevit_trt import cli
+from mobilevit_trt.errors import UserError
 
 
 # ------------------------------------------------------------------------------------------------------- data

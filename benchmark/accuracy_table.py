@@ -10,12 +10,8 @@ writes JSON.  About 5-10 minutes on 2 CPU cores.
   python benchmark/make_default_dataset.py && python benchmark/accuracy_table.py
 """
 import os
-import sys
 
-if __name__ == "__main__":  # run as a script from anywhere: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mobilevit_trt import cli  # noqa: E402
+from mobilevit_trt import cli
 
 WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "MobileViT_Pytorch",
                        "weights-file")
@@ -42,29 +38,54 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from mobilevit_trt.accuracy import TABLE_ROWS, markdown_table, precision_table
+    from MobileViT_Pytorch.source import CheckpointSource
+    from mobilevit_trt.accuracy import markdown_table, table_rows
     from mobilevit_trt.errors import UserError
     from mobilevit_trt.fileio import write_json, write_text
+    from mobilevit_trt.pipeline import run_pipeline
+    from mobilevit_trt.plan import ACCURACY_TABLE, accuracy_table_plan
 
-    known = [k for k, _ in TABLE_ROWS]
-    bad = [r for r in (args.rows or []) if r not in known]
+    bad = [r for r in (args.rows or []) if r not in ACCURACY_TABLE]
     if bad:
-        raise UserError("unknown variant(s) %s (choose from %s)" % (", ".join(bad), ", ".join(known)))
+        raise UserError("unknown variant(s) %s (choose from %s)" % (", ".join(bad), ", ".join(ACCURACY_TABLE)))
     cli.check_outputs(files={"--results-file": args.results_file}, folders={"--out": args.out})
     cli.require_file(args.model_path, "checkpoint")
     for p in (args.qat_w, args.qat_wa):
         if p:
             cli.require_file(p, "QAT checkpoint")
-    table = precision_table(args.out, args.model_path, args.qat_w or None, args.qat_wa or None, args.val_path,
-                            args.train_path, args.calib_count, args.batch, args.limit, rows=args.rows,
-                            show_progress=not args.no_progress)
+    qat = {"qat_w": args.qat_w or None, "qat_wa": args.qat_wa or None}
+    source = CheckpointSource(args.model_path, qat_paths=qat)
+    # the table is the pipeline's plan filtered: the FP32 dynamic export, its FP16/PTQ graphs, the QAT graphs
+    plan, rows = accuracy_table_plan(qat_keys=tuple(k for k in ("qat_w", "qat_wa") if k in source.qat_paths),
+                                     calib_n=min(32, args.calib_count), rows=args.rows)
+    results, run = run_pipeline(source, out=args.out, plan=plan, data_path=args.val_path or _default("val"),
+                                train_path=args.train_path or _default("train"), calib_count=args.calib_count,
+                                acc_limit=args.limit, acc_batch=args.batch, stages=("make", "accuracy"))
+    if run.failed:
+        raise UserError("stages failed: %s (see %s)" % (", ".join(run.failed), run.state_path))
+    files = {v.name: run.path("onnx", v.name + ".onnx") for v in plan.files()}
+    table = {"meta": {"model": os.path.abspath(args.model_path), "images": _images(results), "opset": 13,
+                      "runtime": "ONNX Runtime CPUExecutionProvider (default graph optimizations)",
+                      "calibration": "%d images of %s (seeded random pick, seed 0)" % (
+                          args.calib_count, args.train_path or _default("train"))},
+             "rows": table_rows([r for r in results["accuracy"] if r["variant"] in rows],
+                                lambda name: files.get(name) or (args.model_path if name == "torch_fp32" else None))}
     md = markdown_table(table["rows"])
     print("\n" + md)
-    results = args.results_file or os.path.join(args.out, "accuracy.json")
-    write_json(results, table)
+    out = args.results_file or os.path.join(args.out, "accuracy.json")
+    write_json(out, table)
     write_text(os.path.join(args.out, "accuracy.md"), md + "\n")
-    print("\nresults: %s" % results)
+    print("\nresults: %s" % out)
     return 0
+
+
+def _default(split):
+    from mobilevit_trt.data import default_split
+    return default_split(split)
+
+
+def _images(results):
+    return max([r["images"] for r in results["accuracy"]] or [0])
 
 
 if __name__ == "__main__":

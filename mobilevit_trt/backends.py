@@ -95,33 +95,23 @@ class Backend(object):
 
 
 class TorchBackend(Backend):
-    """A checkpoint in PyTorch (``MobileViT_Pytorch.checkpoint.load_model``); ``fake_quant=True`` runs a QAT
-    checkpoint with its fake quantizers (the model its Q/DQ ONNX was exported from)."""
+    """A loaded PyTorch module (``torch.nn.Module`` mapping ``[B, 3, S, S]`` to logits).  Loading checkpoints is
+    the caller's business (``MobileViT_Pytorch.source.torch_backend`` for this project's checkpoints): the library
+    does not import the model package.  ``source`` names the weights in reports."""
 
     name = "torch"
 
-    def __init__(self, model_path=None, arch=None, num_classes=None, img_size=256, opt=False, device="cpu",
-                 fake_quant=False, quiet=False):
+    def __init__(self, model, source="pytorch module", num_classes=None, device="cpu", info=None):
         import torch
 
-        from MobileViT_Pytorch.checkpoint import DEFAULT_WEIGHTS, load_model
-
-        if model_path is None and os.path.isfile(DEFAULT_WEIGHTS):
-            model_path = DEFAULT_WEIGHTS
+        device = str(device)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError("--device %s: CUDA is not available in this PyTorch" % device)
-        if fake_quant:
-            from MobileViT_Pytorch.qat import load_qat_model
-            if model_path is None:
-                raise UserError("--fake-quant needs a QAT checkpoint (--model_path)")
-            model, info = load_qat_model(model_path, img_size, opt=opt)
-        else:
-            model, info = load_model(model_path, arch, num_classes, img_size, opt=opt, quiet=quiet)
-        self.info = info
+        self.info = dict(info or {})
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.num_classes = info["num_classes"]
-        self.source = info["weights"]
+        self.num_classes = num_classes if num_classes is not None else self.info.get("num_classes")
+        self.source = source
 
     def infer(self, batch):
         import numpy as np
@@ -175,15 +165,12 @@ class OnnxRuntimeBackend(Backend):
             raise UserError("%s has a static batch of %d: batch profiles need a dynamic ONNX"
                             % (onnx_path, self.static_batch))
         self._sess = None
-        self._proto = None
         self._runner = None
         if self.plugins:
-            # plugin nodes run as NumPy references between ONNX Runtime pieces (reference_ops); one runner keeps
-            # its sessions for every batch (run_with_reference_ops would rebuild them per call)
-            from . import reference_ops
-            runner_cls = getattr(reference_ops, "ReferenceRunner", None)
-            self._runner = runner_cls(proto) if runner_cls is not None else None
-            self._proto = proto
+            # plugin nodes run as NumPy references between ONNX Runtime pieces; one runner keeps its sessions for
+            # every batch
+            from .reference_ops import ReferenceRunner
+            self._runner = ReferenceRunner(proto)
             self.name = "onnxruntime+reference-plugins"
             return
         import onnxruntime as ort
@@ -208,17 +195,7 @@ class OnnxRuntimeBackend(Backend):
                 len(x), self.source, ", ".join("%d:%d:%d" % p for p in self.profiles)))
         if self._sess is not None:
             return np.asarray(self._sess.run([self.output_name], {self.input_name: x})[0], dtype=np.float32)
-        feeds = {self.input_name: x}
-        if self._runner is not None:
-            out = self._runner.run([self.output_name], feeds)
-        else:
-            from .reference_ops import run_with_reference_ops
-            out = run_with_reference_ops(self._proto, feeds)
-        if isinstance(out, dict):
-            out = out[self.output_name] if self.output_name in out else list(out.values())[0]
-        elif isinstance(out, (list, tuple)):
-            out = out[0]
-        return np.asarray(out, dtype=np.float32)
+        return np.asarray(self._runner.run([self.output_name], {self.input_name: x})[0], dtype=np.float32)
 
     def close(self):
         self._sess = None
@@ -270,12 +247,11 @@ class TensorRTBackend(Backend):
             runner.close()
 
 
-def make_backend(kind=None, trt_path=None, onnx_path=None, model_path=None, plugins=None, arch=None,
-                 num_classes=None, img_size=256, opt=False, device="cpu", fake_quant=False, threads=None):
-    """Pick and create a backend.  ``kind=None``: trt if an engine is given, else onnxruntime if an ONNX file is
-    given, else torch (the checkpoint, or the shipped default weights)."""
+def make_backend(kind=None, trt_path=None, onnx_path=None, plugins=None, threads=None):
+    """Create a file-backed backend: ``trt`` for an engine, ``onnxruntime`` for an ONNX file (``kind=None``: by
+    which path is given).  A PyTorch backend wraps a loaded module: :class:`TorchBackend`."""
     if kind is None:
-        kind = "trt" if trt_path else "onnxruntime" if onnx_path else "torch"
+        kind = "trt" if trt_path else "onnxruntime" if onnx_path else None
     if kind == "trt":
         if not trt_path:
             raise UserError("--backend trt needs --trt_path")
@@ -284,6 +260,4 @@ def make_backend(kind=None, trt_path=None, onnx_path=None, model_path=None, plug
         if not onnx_path:
             raise UserError("--backend onnxruntime needs --onnx_path")
         return OnnxRuntimeBackend(onnx_path, threads=threads)
-    if kind == "torch":
-        return TorchBackend(model_path, arch, num_classes, img_size, opt=opt, device=device, fake_quant=fake_quant)
     raise UserError("unknown backend %r (choose from %s)" % (kind, ", ".join(BACKENDS)))

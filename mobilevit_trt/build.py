@@ -10,7 +10,7 @@ import platform
 import time
 
 from . import plugin_spec, sidecar, trt_compat
-from .errors import UserError
+from .errors import Unavailable, UserError
 from .fileio import check_output_file, sha256_file, write_bytes, write_json
 
 DEFAULT_DYNAMIC_PROFILE = (1, 4, 8)  # the original convert_to_trt.py: min 1, opt 4, max 8
@@ -91,7 +91,7 @@ def resolve_plugins(api, facts, plugins):
     if plugins:
         trt_compat.check_plugin_files(plugins)
     if not api.runs_plugins and (facts["plugins"] or plugins):
-        raise UserError("%s does not run the toolkit's C++ plugins%s; build from the ONNX without plugin nodes "
+        raise Unavailable("%s does not run the toolkit's C++ plugins%s; build from the ONNX without plugin nodes "
                         "(skip onnx_add_plugin.py)" % (api.display_name, (" (the ONNX has %s)" % ", ".join(
                             "%d %s" % (v, k) for k, v in sorted(facts["plugins"].items()))) if facts["plugins"]
                                                              else ""))
@@ -101,7 +101,7 @@ def resolve_plugins(api, facts, plugins):
         return []
     libs = default_plugin_libraries()
     if not libs:
-        raise UserError("the ONNX has plugin nodes (%s) but no plugin library is in %s; build it: make -C plugin"
+        raise Unavailable("the ONNX has plugin nodes (%s) but no plugin library is in %s; build it: make -C plugin"
                         % (", ".join(sorted(facts["plugins"])), PLUGIN_DIR))
     return libs
 
@@ -217,9 +217,7 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
             raise UserError("--int8 with Q/DQ needs --calib-data (an .npz with 'input' [N,3,H,W] float32)")
         qdq_path = inter_stem + ".qdq.onnx"
         rep = precision.quantize_qdq(build_onnx, qdq_path, calib_inputs, method=calib.QDQ_METHOD[calibrator], log=log)
-        stats = precision.compare_onnx(onnx_path, qdq_path, check_inputs)
-        log(precision.format_comparison("Q/DQ INT8 ONNX", stats))
-        accuracy["qdq_vs_fp32_onnx"] = _accuracy_record(stats)
+        accuracy["qdq_vs_fp32_onnx"] = _check_transform(qdq_path, onnx_path, check_inputs, "Q/DQ INT8 ONNX", log)
         transforms.append({"transform": "qdq", "report": rep})
         build_onnx = qdq_path
     if fp16 and api.strongly_typed:
@@ -228,9 +226,8 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
             log("note: %s is strongly typed: --fp16 with Q/DQ keeps the Q/DQ nodes in FP32 with Casts around them; "
                 "compare its speed with --int8 alone" % api.display_name)
         rep = precision.convert_fp16(build_onnx, fp16_path, log=log)
-        stats = precision.compare_onnx(onnx_path, fp16_path, check_inputs)
-        log(precision.format_comparison("Q/DQ INT8 + FP16 ONNX" if mode == "qdq" else "FP16 ONNX", stats))
-        accuracy["fp16_vs_fp32_onnx"] = _accuracy_record(stats)
+        accuracy["fp16_vs_fp32_onnx"] = _check_transform(
+            fp16_path, onnx_path, check_inputs, "Q/DQ INT8 + FP16 ONNX" if mode == "qdq" else "FP16 ONNX", log)
         transforms.append({"transform": "fp16", "report": rep})
         build_onnx = fp16_path
 
@@ -382,8 +379,13 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
     return meta
 
 
-def _accuracy_record(stats):
-    return {k: stats[k] for k in ("n", "top1_agreement", "max_abs_logit_err", "mean_abs_logit_err")}
+def _check_transform(path, fp32_path, inputs, label, log):
+    """The reduced-precision copy the build made, against the FP32 ONNX (ONNX Runtime, statistics only: the
+    accuracy verdict belongs to the dataset)."""
+    from .verify import compare_files, verdict_line
+    res = compare_files(path, fp32_path, inputs)
+    log(verdict_line(label, res, "the FP32 ONNX (ONNX Runtime CPU)"))
+    return {k: res[k] for k in ("n", "top1_agreement", "max_abs", "mean_abs")}
 
 
 def inspect_engine_file(api, logger, data, save_path, log=print):

@@ -6,7 +6,6 @@ ships a native extension whose wheels lag new Python/onnx releases.
 """
 import collections
 import os
-import sys
 
 from .errors import UserError
 from .fileio import atomic_path
@@ -42,22 +41,29 @@ def format_op_counts(before, after=None):
     return "\n".join(lines)
 
 
-def _torch_export(model, dummy, path, opset, dynamic):
+def torch_to_onnx(model, path, batch=1, dynamic=False, opset=DEFAULT_OPSET, img_size=256):
+    """Trace ``model`` to ``path`` with PyTorch's TorchScript exporter (input "input", output "class"; a dynamic
+    export names its batch dimension "batch"); returns the loaded ModelProto with explicit I/O batch dims."""
     import inspect
+    import warnings
 
+    import onnx
     import torch
 
+    dummy = torch.randn(4 if dynamic else batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
     kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
                   do_constant_folding=True)
     if dynamic:
         kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # TorchScript exporter on every torch from 1.11 to 2.x
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
             torch.onnx.export(model, (dummy,), path, **kwargs)
+    proto = onnx.load(path)
+    fix_io(proto, dynamic, batch)
+    return proto
 
 
 def simplify(model_proto):
@@ -82,28 +88,21 @@ def check_model(model_proto):
         raise UserError("onnx.checker rejected the model: %s" % str(e).splitlines()[0])
 
 
-def compare_with_torch(model, onnx_path_or_bytes, batches, img_size=256, atol=VERIFY_ATOL, seed=0):
-    """Run ONNX Runtime (CPU) and PyTorch on the same random inputs; return a list of per-batch results."""
+def verify_inputs(dynamic, batch, img_size=256, seed=0):
+    """The seeded random batches an export is checked on: each of DYNAMIC_VERIFY_BATCHES, or the static batch."""
     import numpy as np
-    import onnxruntime as ort
-    import torch
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(onnx_path_or_bytes, so, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
-    results = []
-    for b in batches:
-        x = rng.standard_normal((b, 3, img_size, img_size)).astype(np.float32)
-        with torch.no_grad():
-            ref = model(torch.from_numpy(x)).numpy()
-        out = sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-        if out.shape != ref.shape:
-            results.append({"batch": b, "max_abs": float("inf"), "shape": list(out.shape), "passed": False})
-            continue
-        diff = float(np.abs(out.astype(np.float64) - ref).max())
-        results.append({"batch": b, "max_abs": diff, "shape": list(out.shape), "passed": diff <= atol})
-    return results
+    return [rng.standard_normal((b, 3, img_size, img_size)).astype(np.float32)
+            for b in (DYNAMIC_VERIFY_BATCHES if dynamic else (batch,))]
+
+
+def check_against_torch(model, onnx_path, dynamic, batch, img_size=256, atol=VERIFY_ATOL):
+    """``verify.compare`` of the ONNX file (ONNX Runtime, CPU) with the PyTorch ``model``."""
+    from .backends import OnnxRuntimeBackend, TorchBackend
+    from .verify import Tolerance, compare
+
+    with OnnxRuntimeBackend(onnx_path) as test:
+        return compare(test, TorchBackend(model), verify_inputs(dynamic, batch, img_size), Tolerance(atol=atol))
 
 
 def export_onnx(model, save_path, batch=1, dynamic=False, opset=DEFAULT_OPSET, img_size=256,
@@ -113,19 +112,16 @@ def export_onnx(model, save_path, batch=1, dynamic=False, opset=DEFAULT_OPSET, i
     The file only appears at ``save_path`` when the checker and the ONNX Runtime comparison pass.
     """
     import onnx
-    import torch
 
     if opset < 11:
         raise UserError("--opset must be at least 11, got %d" % opset)
     if batch < 1:
         raise UserError("--batch must be >= 1, got %d" % batch)
     model = model.eval()
-    dummy = torch.randn(4 if dynamic else batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
     report = {"path": os.path.abspath(save_path), "dynamic": bool(dynamic), "batch": None if dynamic else batch,
               "opset": opset, "img_size": img_size, "simplified": bool(do_simplify)}
     with atomic_path(save_path) as tmp:
-        _torch_export(model, dummy, tmp, opset, dynamic)
-        proto = onnx.load(tmp)
+        proto = torch_to_onnx(model, tmp, batch, dynamic, opset, img_size)
         before = op_counts(proto)
         report["nodes_exported"] = sum(before.values())
         if do_simplify:
@@ -137,24 +133,19 @@ def export_onnx(model, save_path, batch=1, dynamic=False, opset=DEFAULT_OPSET, i
             log("node counts by op type:\n" + format_op_counts(before))
         report["nodes"] = sum(after.values())
         report["op_counts"] = dict(after)
-        _fix_io(proto, dynamic, batch)
+        fix_io(proto, dynamic, batch)
         check_model(proto)
         onnx.save(proto, tmp)
         if verify:
-            batches = DYNAMIC_VERIFY_BATCHES if dynamic else (batch,)
-            res = compare_with_torch(model, tmp, batches, img_size, atol)
-            worst = max(r["max_abs"] for r in res)
-            ok = all(r["passed"] for r in res)
-            report["verify"] = {"atol": atol, "batches": res, "max_abs": worst, "passed": ok}
-            log("ONNX Runtime vs PyTorch (batch %s): max abs diff %.3g (tol %g): %s" % (
-                ",".join(str(b) for b in batches), worst, atol, "PASSED" if ok else "FAILED"))
-            if not ok:
-                raise UserError("exported ONNX does not match PyTorch (max abs diff %.3g > %g); %s not written"
-                                % (worst, atol, save_path))
+            from .verify import require, verdict_line
+            res = check_against_torch(model, tmp, dynamic, batch, img_size, atol)
+            report["verify"] = res
+            log(verdict_line("ONNX Runtime", res, "PyTorch"))
+            require("exported ONNX (ONNX Runtime)", res, "PyTorch", what=save_path)
     return report
 
 
-def _fix_io(proto, dynamic, batch):
+def fix_io(proto, dynamic, batch):
     """Make I/O dims explicit: symbolic 'batch' (dynamic) or the static batch on input and output."""
     for vi in list(proto.graph.input) + list(proto.graph.output):
         if vi.name not in (INPUT_NAME, OUTPUT_NAME):
@@ -166,17 +157,3 @@ def _fix_io(proto, dynamic, batch):
         else:
             d0.ClearField("dim_param")
             d0.dim_value = batch
-
-
-def graph_io_summary(path):
-    import onnx
-    m = onnx.load(path, load_external_data=False)
-
-    def dims(vi):
-        return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
-    return {"inputs": {i.name: dims(i) for i in m.graph.input},
-            "outputs": {o.name: dims(o) for o in m.graph.output}}
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use convert_to_onnx.py")

@@ -6,8 +6,6 @@ Graphs with plugin nodes (LayerNorm/Attention) run through the NumPy reference o
 import os
 import time
 
-from .metrics import latency_stats
-
 
 def onnx_static_batch(path):
     """The static batch of the ONNX input (int), or None when the batch dimension is symbolic."""
@@ -26,31 +24,6 @@ def make_session(path, threads=0):
         so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
-
-def bench_onnx(path, batches=(1, 4, 8), warmup=5, iters=20, threads=0, img_size=256, seed=0):
-    """Return one row per batch: batch, p50/p90/p99/mean/min/max ms, img/s. Static graphs only run their own batch."""
-    import numpy as np
-    static = onnx_static_batch(path)
-    sess = make_session(path, threads)
-    name = sess.get_inputs()[0].name
-    rng = np.random.default_rng(seed)
-    rows = []
-    for b in batches:
-        if static is not None and b != static:
-            continue
-        x = rng.standard_normal((b, 3, img_size, img_size)).astype(np.float32)
-        for _ in range(warmup):
-            sess.run(None, {name: x})
-        times = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            sess.run(None, {name: x})
-            times.append((time.perf_counter() - t0) * 1000.0)
-        row = {"batch": b}
-        row.update(latency_stats(times, b))
-        rows.append(row)
-    return rows
 
 
 def bench_interleaved(jobs, rounds=5, iters=10, warmup=3, threads=0, img_size=256, seed=0, log=None):

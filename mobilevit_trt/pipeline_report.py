@@ -59,7 +59,8 @@ def latency_pivot(rows, baseline_of):
     return variants, lat, spd
 
 
-def write_report(run, results, variants, log=print):
+def write_report(run, results, descriptions, log=print):
+    """``descriptions``: variant name -> what it is (``plan.Plan.descriptions``)."""
     from . import plots
 
     d = run.run_dir
@@ -85,13 +86,13 @@ def write_report(run, results, variants, log=print):
     if results.get("accuracy"):
         pngs.append(plots.plot_accuracy(results["accuracy"], os.path.join(d, "accuracy.png"),
                                         "Top-1 on the held-out split, by variant"))
-    md = _summary_md(results, variants, [os.path.basename(p) for p in pngs])
+    md = _summary_md(results, descriptions, [os.path.basename(p) for p in pngs])
     write_text(os.path.join(d, "summary.md"), md)
     log("report: %s (+ results.json, CSV, %d PNG)" % (os.path.join(d, "summary.md"), len(pngs)))
     return md
 
 
-def _summary_md(results, variants, pngs):
+def _summary_md(results, descriptions, pngs):
     m = results.get("model") or {}
     mach = results.get("machine") or {}
     out = ["# MobileViT pipeline report", ""]
@@ -106,7 +107,7 @@ def _summary_md(results, variants, pngs):
     ex = results.get("exports") or []
     if ex:
         out += ["## ONNX variants", "",
-                md_table([dict(r, desc=variants.get(r["variant"], ("", ""))[1]) for r in ex],
+                md_table([dict(r, desc=descriptions.get(r["variant"], "")) for r in ex],
                          ["variant", "desc", "nodes_exported", "nodes", "max_abs_vs_torch", "passed"],
                          {"desc": "what", "nodes_exported": "nodes as exported", "nodes": "nodes after cleanup",
                           "max_abs_vs_torch": "ORT vs PyTorch max abs"}, {"max_abs_vs_torch": "%.2e"}), ""]

@@ -6,7 +6,7 @@
   Q/DQ nodes, and the gamma/beta inputs of the LayerNorm plugin node (plugin_spec: always float32).
 * :func:`quantize_qdq`: explicit INT8 Q/DQ with ONNX Runtime's ``quantize_static`` -- symmetric, per-channel
   weights, biases left in float (TensorRT rejects the int32 bias DequantizeLinear), calibrated on given inputs.
-* :func:`compare_onnx`: run two models in ONNX Runtime (CPU) on the same inputs; top-1 agreement, logit errors.
+Checking a converted graph against its source is ``verify.compare_files``.
 """
 import collections
 import os
@@ -76,74 +76,6 @@ def structured_inputs(n, img_size=256, seed=0, channels=3):
         s = img.std(axis=(1, 2), keepdims=True) + 1e-6
         out[i] = (img - m) / s
     return out
-
-
-# -- ONNX Runtime helpers ---------------------------------------------------------------------------------------------
-
-def _session(path_or_bytes):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(path_or_bytes, so, providers=["CPUExecutionProvider"])
-
-
-def _static_batch(sess):
-    dim = sess.get_inputs()[0].shape[0]
-    return dim if isinstance(dim, int) and dim > 0 else None
-
-
-def run_onnx(path_or_session, inputs, chunk=None):
-    """Logits for ``inputs`` [N,3,H,W]; a static-batch model is fed in chunks of its batch (last chunk padded)."""
-    import numpy as np
-    sess = path_or_session if hasattr(path_or_session, "run") else _session(path_or_session)
-    name = sess.get_inputs()[0].name
-    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
-    b = _static_batch(sess) or chunk or len(inputs)
-    outs = []
-    for i in range(0, len(inputs), b):
-        x = inputs[i:i + b]
-        k = len(x)
-        if k < b and _static_batch(sess):
-            x = np.concatenate([x, np.repeat(x[-1:], b - k, axis=0)])
-        outs.append(sess.run(None, {name: x})[0][:k])
-    return np.concatenate(outs).astype(np.float32)
-
-
-def compare_onnx(ref_path, test_path, inputs):
-    """Run both models on ``inputs``; return top-1 agreement, max/mean abs logit error and the diff statistics."""
-    from .accuracy import infer_padded
-    from .backends import OnnxRuntimeBackend
-    from .metrics import compare_logits
-    # through the Backend interface: static batches padded, plugin nodes run as reference ops
-    ref = infer_padded(OnnxRuntimeBackend(ref_path), inputs)
-    test = infer_padded(OnnxRuntimeBackend(test_path), inputs)
-    stats = compare_logits(test, ref)
-    stats["max_abs_logit_err"] = stats["abs_max"]
-    stats["mean_abs_logit_err"] = stats["abs_mean"]
-    stats["ref_logit_range"] = [float(ref.min()), float(ref.max())]
-    return stats
-
-
-def format_comparison(label, stats, atol=None, min_top1=None):
-    s = "%s vs FP32 ONNX on %d inputs (ONNX Runtime CPU): top-1 agreement %.1f%%, max |logit error| %.4g, " \
-        "mean %.3g" % (label, stats["n"], 100 * stats["top1_agreement"], stats["max_abs_logit_err"],
-                       stats["mean_abs_logit_err"])
-    if atol is not None or min_top1 is not None:
-        ok = check_comparison(stats, atol, min_top1)
-        s += " (tolerance: %s): %s" % (
-            ", ".join(x for x in ["max err <= %g" % atol if atol is not None else "",
-                                  "top-1 >= %.0f%%" % (100 * min_top1) if min_top1 is not None else ""] if x),
-            "PASSED" if ok else "FAILED")
-    return s
-
-
-def check_comparison(stats, atol=None, min_top1=None):
-    ok = True
-    if atol is not None:
-        ok = ok and stats["max_abs_logit_err"] <= atol
-    if min_top1 is not None:
-        ok = ok and stats["top1_agreement"] >= min_top1
-    return ok
 
 
 # -- graph helpers ----------------------------------------------------------------------------------------------------

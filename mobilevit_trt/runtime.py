@@ -18,11 +18,6 @@ from .fileio import sha256_file
 GPU_NEEDS = "TensorRT and a CUDA GPU"
 
 
-def default_plugin_libraries():
-    from .build import default_plugin_libraries as d
-    return d()
-
-
 def resolve_plugins(api, meta, plugins, log):
     """Libraries to load before deserializing: ``plugins``, else the sidecar's (checked), else -- only without a
     sidecar -- plugin/build/libmvt_plugins.so as a guess (loaded best-effort by the runner)."""
@@ -43,6 +38,7 @@ def resolve_plugins(api, meta, plugins, log):
             out.append(path)
         return out
     if meta is None:
+        from .build import default_plugin_libraries
         return default_plugin_libraries()
     return []
 

@@ -47,7 +47,8 @@ def check_version(api, meta, engine_path):
         return
     built = meta.get("tensorrt") or {}
     if built.get("flavour") != api.flavour or built.get("version") != api.version:
-        name = "TensorRT-RTX" if built.get("flavour") == "tensorrt_rtx" else "TensorRT"
+        from .trt_compat import flavour_name
+        name = flavour_name(built.get("flavour"))
         raise UserError("%s was built by %s %s; this is %s: rebuild it with convert_to_trt.py (engines only load "
                         "in the TensorRT version that built them)" % (engine_path, name, built.get("version", "?"),
                                                                       api.display_name))

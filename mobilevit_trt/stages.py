@@ -3,7 +3,8 @@
 A stage is ``runner.run(name, fn, inputs=[files], params={...}, outputs=[files])``.  Its key is the SHA-256 of
 the params (JSON) and of the contents of its input files.  When the key equals the recorded key and every
 output still exists, the recorded result is returned and the stage is reported as ``cached``; ``force``
-re-runs everything.  ``runner.skip(name, reason)`` records a stage this machine cannot run.
+re-runs everything.  ``runner.skip(name, reason)`` records a stage this machine cannot run; so does a stage
+that raises ``errors.Unavailable`` (no TensorRT, no GPU, no plugin library: decided where it is known).
 """
 import hashlib
 import json
@@ -11,7 +12,7 @@ import os
 import time
 import traceback
 
-from .errors import UserError
+from .errors import Unavailable, UserError
 from .fileio import sha256_file, write_json
 
 STATE_FILE = "pipeline_state.json"
@@ -69,6 +70,8 @@ class StageRunner(object):
         t0 = time.time()
         try:
             result = fn()
+        except Unavailable as e:  # this machine cannot run the stage: a skip with the reason, not a failure
+            return self.skip(name, str(e))
         except UserError as e:
             rec = {"status": "failed", "error": str(e), "seconds": time.time() - t0, "key": None}
             self.log("[failed] %s: %s" % (name, e))

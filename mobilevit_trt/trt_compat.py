@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from .errors import UserError
+from .errors import Unavailable, UserError
 
 # -- the declared API surface -------------------------------------------------------------------------------------
 
@@ -219,6 +219,11 @@ _FLAVOURS = ("tensorrt", "tensorrt_rtx")
 _API = {}
 
 
+def flavour_name(flavour):
+    """What a Python module flavour is called: "TensorRT-RTX" for ``tensorrt_rtx``, else "TensorRT"."""
+    return "TensorRT-RTX" if flavour == "tensorrt_rtx" else "TensorRT"
+
+
 class TrtApi(object):
     """The imported TensorRT module with its flavour, version and selected branches."""
 
@@ -236,7 +241,7 @@ class TrtApi(object):
 
     @property
     def display_name(self):
-        return "%s %s" % ("TensorRT-RTX" if self.flavour == "tensorrt_rtx" else "TensorRT", self.version)
+        return "%s %s" % (flavour_name(self.flavour), self.version)
 
     @property
     def strongly_typed(self):
@@ -288,7 +293,7 @@ def load(purpose=None, prefer=None, needs="TensorRT"):
         _API[name] = TrtApi(mod, name)
         return _API[name]
     what = purpose or "this step"
-    raise UserError("%s needs %s: no usable TensorRT Python module (%s); install TensorRT (pip install tensorrt, "
+    raise Unavailable("%s needs %s: no usable TensorRT Python module (%s); install TensorRT (pip install tensorrt, "
                     "or pip install tensorrt-rtx)" % (what, needs, "; ".join(problems)))
 
 

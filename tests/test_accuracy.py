@@ -11,6 +11,7 @@ from mobilevit_trt import data as D
 from mobilevit_trt import plugin_spec
 from mobilevit_trt.backends import OnnxRuntimeBackend
 from mobilevit_trt.errors import UserError
+from mobilevit_trt.verify import run_all
 from tests.helpers import run_script
 
 IMG = 8          # tiny input size: the loop and the padding do not care about the model
@@ -95,8 +96,8 @@ def test_static_batch_padding(tiny):
     for k in (1, 5):
         assert res["correct%d" % k] == _reference_correct(ref, y, k)
         assert res["top%d" % k] == pytest.approx(100.0 * res["correct%d" % k] / 11)
-    # infer_padded on its own: 6 rows through a batch-4 model -> 4 + (2 padded to 4)
-    out = A.infer_padded(be, np.stack([ds[i][0] for i in range(6)]))
+    # the padding rule on its own: 6 rows through a batch-4 model -> 4 + (2 padded to 4)
+    out = run_all(be, np.stack([ds[i][0] for i in range(6)]))
     assert np.allclose(out, ref[:6], atol=1e-5)
     with pytest.raises(UserError, match="built for batch 4"):
         A.evaluate(be, ds, batch=3, show_progress=False)
@@ -147,7 +148,7 @@ def test_plugin_graph_runs_with_reference_ops(tmp_path):
     """A graph with LayerNorm/Attention plugin nodes (onnx_add_plugin.py) goes through the ONNX Runtime backend
     with the NumPy plugin references, and gives the checkpoint's logits."""
     from MobileViT_Pytorch.checkpoint import DEFAULT_WEIGHTS, load_model
-    from mobilevit_trt.backends import TorchBackend
+    from MobileViT_Pytorch.source import torch_backend
     from mobilevit_trt.export import export_onnx
 
     images, labels = D.load_packaged_digits("mnist5k")
@@ -159,7 +160,7 @@ def test_plugin_graph_runs_with_reference_ops(tmp_path):
     assert r.returncode == 0, r.stderr
     be = OnnxRuntimeBackend(plugged)
     assert be.name == "onnxruntime+reference-plugins" and plugin_spec.LAYERNORM_OP in be.plugins and plugin_spec.ATTENTION_OP in be.plugins
-    out = A.infer_padded(be, x)
-    ref = TorchBackend(DEFAULT_WEIGHTS, opt=True, quiet=True).infer(x)
+    out = run_all(be, x)
+    ref = torch_backend(DEFAULT_WEIGHTS, opt=True, quiet=True).infer(x)
     assert np.abs(out - ref).max() < 1e-3
     assert np.array_equal(out.argmax(1), labels[::625])

@@ -53,11 +53,12 @@ def _check(res):
 @pytest.mark.slow
 def test_default_model_accuracy_torch_and_onnxruntime(default_data, tmp_path):
     from MobileViT_Pytorch.checkpoint import DEFAULT_WEIGHTS, load_model
-    from mobilevit_trt.backends import OnnxRuntimeBackend, TorchBackend
+    from MobileViT_Pytorch.source import torch_backend
+    from mobilevit_trt.backends import OnnxRuntimeBackend
     from mobilevit_trt.export import export_onnx
 
     val = D.open_dataset(os.path.join(default_data[0], "val"))
-    torch_res = A.evaluate(TorchBackend(DEFAULT_WEIGHTS, quiet=True), val, batch=16, show_progress=False,
+    torch_res = A.evaluate(torch_backend(DEFAULT_WEIGHTS, quiet=True), val, batch=16, show_progress=False,
                            keep_logits=True)
     _check(torch_res)
     onnx_path = str(tmp_path / "default_fp32.onnx")

@@ -243,3 +243,25 @@ def test_gen_test_data_matches_pytorch(tmp_path):
     rest = [ds[i][0] for i in range(len(ds)) if i not in seen]
     for c in calib:                                 # calibration images come from the non-reference ones
         assert any(np.array_equal(c, r_) for r_ in rest)
+
+
+# ------------------------------------------------------------------------------------------------- the package
+def test_package_reexports_and_assignments_reach_the_defining_module(tmp_path, monkeypatch):
+    """mobilevit_trt.data is a package of modules; the names the rest of the project uses are on it, the shared
+    state exists once, and assigning a setting on the package (as tests and wrappers do with DEFAULT_DATASET_DIR)
+    reaches the module that reads it."""
+    from mobilevit_trt.data import datasets, default_dataset, lmdb_writer, reference
+    from tests.helpers import ROOT
+
+    assert D.REPO_ROOT == ROOT and D.DEFAULT_DATASET_DIR == os.path.join(ROOT, "benchmark", "data", "default")
+    assert D.open_dataset is datasets.open_dataset and D.folder_to_lmdb is lmdb_writer.folder_to_lmdb
+    assert D.make_default_dataset is default_dataset.make_default_dataset
+    assert D.write_reference_data is reference.write_reference_data
+    assert lmdb_writer.shared_env is datasets.shared_env and not hasattr(lmdb_writer, "_ENVS")
+    os.makedirs(str(tmp_path / "train"))
+    monkeypatch.setattr(D, "DEFAULT_DATASET_DIR", str(tmp_path))
+    assert default_dataset.DEFAULT_DATASET_DIR == str(tmp_path)
+    assert D.default_split("train") == str(tmp_path / "train")
+    monkeypatch.undo()
+    assert default_dataset.DEFAULT_DATASET_DIR == D.DEFAULT_DATASET_DIR == os.path.join(ROOT, "benchmark", "data",
+                                                                                         "default")

@@ -15,6 +15,7 @@ pytest.importorskip("onnxruntime")
 
 from mobilevit_trt import plugin_spec, precision  # noqa: E402
 from mobilevit_trt.errors import UserError  # noqa: E402
+from mobilevit_trt.verify import compare_files, verdict_line  # noqa: E402
 
 FP16_RANGE_FRACTION = 0.01
 FP16_MIN_TOP1 = 15 / 16
@@ -70,11 +71,11 @@ def test_fp16_conversion_agrees_with_fp32(xxs_onnx, check_inputs, tmp_path):
             assert types[n.input[0]] == T.FLOAT, n.name
         if n.op_type == "Conv":
             assert types[n.input[1]] == T.FLOAT16, n.name
-    stats = precision.compare_onnx(xxs_onnx, out, check_inputs)
-    span = stats["ref_logit_range"][1] - stats["ref_logit_range"][0]
-    print(precision.format_comparison("FP16 ONNX", stats))
+    stats = compare_files(out, xxs_onnx, check_inputs)
+    span = stats["ref_range"][1] - stats["ref_range"][0]
+    print(verdict_line("FP16 ONNX", stats, "FP32 ONNX"))
     assert stats["top1_agreement"] >= FP16_MIN_TOP1
-    assert stats["max_abs_logit_err"] <= FP16_RANGE_FRACTION * span, (stats, span)
+    assert stats["max_abs"] <= FP16_RANGE_FRACTION * span, (stats, span)
 
 
 def test_fp16_keeps_plugin_gamma_beta_layernorm_and_softmax_fp32(tmp_path):
@@ -143,11 +144,11 @@ def test_qdq_graph_per_channel_no_int32_bias_and_accuracy(xxs_onnx, check_inputs
     for n in m.graph.node:  # biases stay float (TensorRT rejects an int32 bias DequantizeLinear)
         if n.op_type in ("Conv", "Gemm") and len(n.input) > 2:
             assert inits[n.input[2]].data_type == onnx.TensorProto.FLOAT
-    stats = precision.compare_onnx(xxs_onnx, out, check_inputs)
-    span = stats["ref_logit_range"][1] - stats["ref_logit_range"][0]
-    print(precision.format_comparison("Q/DQ (%s)" % method, stats))
+    stats = compare_files(out, xxs_onnx, check_inputs)
+    span = stats["ref_range"][1] - stats["ref_range"][0]
+    print(verdict_line("Q/DQ (%s)" % method, stats, "FP32 ONNX"))
     assert stats["top1_agreement"] >= QDQ_MIN_TOP1
-    assert stats["max_abs_logit_err"] <= QDQ_RANGE_FRACTION * span, (stats, span)
+    assert stats["max_abs"] <= QDQ_RANGE_FRACTION * span, (stats, span)
 
 
 def test_qdq_refuses_an_already_quantized_model(tmp_path, xxs_onnx):
@@ -157,9 +158,11 @@ def test_qdq_refuses_an_already_quantized_model(tmp_path, xxs_onnx):
         precision.quantize_qdq(out, str(tmp_path / "qq.onnx"), precision.structured_inputs(2, seed=3))
 
 
-def test_compare_onnx_feeds_static_batches_in_chunks(xxs_onnx):
+def test_compare_feeds_static_batches_in_chunks(xxs_onnx):
+    from mobilevit_trt.backends import OnnxRuntimeBackend
+    from mobilevit_trt.verify import Tolerance, run_all
     x = precision.structured_inputs(3, seed=4)
-    a = precision.run_onnx(xxs_onnx, x)  # static batch 1 model, 3 inputs
+    a = run_all(OnnxRuntimeBackend(xxs_onnx), x)  # static batch 1 model, 3 inputs
     assert a.shape == (3, 1000)
-    stats = precision.compare_onnx(xxs_onnx, xxs_onnx, x)
-    assert stats["top1_agreement"] == 1.0 and stats["max_abs_logit_err"] == 0.0
+    stats = compare_files(xxs_onnx, xxs_onnx, x, Tolerance(atol=0.0, min_top1=1.0))
+    assert stats["top1_agreement"] == 1.0 and stats["max_abs"] == 0.0 and stats["passed"] is True

@@ -104,8 +104,8 @@ def _tiny_split(root, n, seed):
 def test_train_and_qat_scripts_cpu_smoke(tmp_path):
     import torch
 
+    from MobileViT_Pytorch.source import torch_backend
     from mobilevit_trt.accuracy import evaluate
-    from mobilevit_trt.backends import TorchBackend
 
     train = _tiny_split(str(tmp_path / "train"), 8, 0)
     val = _tiny_split(str(tmp_path / "val"), 3, 1)
@@ -120,7 +120,7 @@ def test_train_and_qat_scripts_cpu_smoke(tmp_path):
     assert ck["classes"] == ["a", "b"] and isinstance(ck["best_acc1"], float)
     assert not [n for n in os.listdir(str(tmp_path)) if n.endswith(".tmp")]
     # the recorded accuracy is what the toolkit's accuracy loop measures on the same split
-    res = evaluate(TorchBackend(ckpt, img_size=64, quiet=True), D.open_dataset(val, img_size=64),
+    res = evaluate(torch_backend(ckpt, img_size=64, quiet=True), D.open_dataset(val, img_size=64),
                    batch=4, show_progress=False)
     assert res["top1"] == pytest.approx(ck["best_acc1"])
 

@@ -1,5 +1,5 @@
-"""mobilevit_trt/cuda.py on a real GPU: buffers, copies, events, graph capture/replay, GraphCache, the driver-API
-graph path and the error helper, with CuPy (and PyTorch) kernels on cuda.py's stream; checked exactly.
+"""mobilevit_trt.cuda on a real GPU: buffers, copies, events, graph capture/replay, GraphCache, the driver-API
+graph path and the error helper, with CuPy (and PyTorch) kernels on mobilevit_trt.cuda's stream; checked exactly.
 
 Skipped without a CUDA GPU, cuda-python (cuda.bindings / cuda.cudart) or CuPy.  The checks themselves live in
 benchmark/gpu_cuda_helpers_check.py (which also times them)."""

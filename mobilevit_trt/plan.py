@@ -1,0 +1,281 @@
+"""The plan: every artifact the pipeline makes, declared once, as edges ``source -> variant``.
+
+A :class:`Variant` says how it is made from its source (:class:`Step`: export, fuse, fp16, ptq, qat, or the model
+itself), how it is checked (:class:`Check`: against which variant, on which inputs, under which
+``verify.Tolerance``), whether an engine is built from it (:class:`Engine`), whether and in which series its ONNX
+Runtime CPU latency is timed, whether its accuracy is measured, and what it is.  Its name is written once, here;
+the pipeline (:mod:`mobilevit_trt.pipeline`) and the accuracy table are loops over a plan, and the report reads
+the descriptions from it.
+
+:func:`build_plan` makes the plan from a few parameters (opsets, static batches, what reduced precision is made
+from, which QAT checkpoints, extra recipes), so a new dimension is a parameter and a new variant one entry.
+
+Root variants (``Step("model")``) are the PyTorch models of the model source: they have no file; checks and the
+accuracy loop run them through ``backends.TorchBackend``.
+"""
+import collections
+
+from .export import DYNAMIC_VERIFY_BATCHES
+from .verify import Tolerance
+
+#: static batch sizes exported, timed and checked by default (the original project's tables)
+BATCHES = (1, 4, 8)
+#: batch sizes a dynamic graph is checked at (several: a batch-dependent reshape shows)
+DYNAMIC_CHECK_BATCHES = DYNAMIC_VERIFY_BATCHES
+#: the opt dynamic engine's profiles (the second covers the large batches of the throughput runs)
+DYNAMIC_PROFILES = ((1, 4, 8), (16, 32, 64))
+
+#: ORT vs PyTorch, FP32 export (max abs logit diff)
+EXPORT_TOL = Tolerance(atol=1e-4)
+#: fused graph (plugin nodes through the reference ops) vs the unfused graph
+FUSE_TOL = Tolerance(atol=1e-4)
+#: reduced precision vs the FP32 graph on calibration images: the predictions must survive
+FP16_TOL = Tolerance(min_top1=0.9)
+INT8_TOL = Tolerance(min_top1=0.75)
+#: Q/DQ export vs its fake-quant PyTorch model (MobileViT_Pytorch/qat.py's tolerances)
+QAT_W_TOL = Tolerance(atol=1e-3, min_top1=1.0)
+QAT_WA_TOL = Tolerance(atol=0.1, min_top1=0.99)
+STATS_ONLY = Tolerance()
+
+
+class Step(collections.namedtuple("Step", "kind params")):
+    """How a variant is made: ``kind`` names the recipe (``pipeline.MAKERS``), ``params`` its arguments."""
+    __slots__ = ()
+
+    def __new__(cls, kind, **params):
+        return super(Step, cls).__new__(cls, kind, dict(params))
+
+    def get(self, key, default=None):
+        return self.params.get(key, default)
+
+
+class Check(collections.namedtuple("Check", "against inputs tol batches optimize")):
+    """Compare the variant with ``against`` (None: its source) on ``inputs`` -- ``"random"`` (seeded normal
+    noise, one array per entry of ``batches``) or ``"calibration"`` (the first ``batches[0]`` calibration images)
+    -- under ``tol``; ``optimize=False`` runs the variant in ONNX Runtime with graph optimizations off (a Q/DQ
+    graph evaluated as written, not through ORT's own INT8 kernels)."""
+    __slots__ = ()
+
+    def __new__(cls, against=None, inputs="random", tol=STATS_ONLY, batches=(1,), optimize=True):
+        return super(Check, cls).__new__(cls, against, inputs, tol, tuple(batches), optimize)
+
+
+class Engine(collections.namedtuple("Engine", "onnx fp16 int8 profiles plugin")):
+    """A TensorRT engine named after the variant, built from the ONNX of ``onnx`` (None: the variant's own);
+    ``fp16`` / ``int8`` (Q/DQ graphs) builder precision, ``profiles`` batch profiles, ``plugin``: needs the
+    C++ plugin library."""
+    __slots__ = ()
+
+    def __new__(cls, onnx=None, fp16=False, int8=False, profiles=None, plugin=False):
+        return super(Engine, cls).__new__(cls, onnx, fp16, int8, profiles, plugin)
+
+    def options(self):
+        return {"profiles": [list(p) for p in self.profiles] if self.profiles else None, "fp16": self.fp16,
+                "int8": self.int8, "int8_mode": "qdq" if self.int8 else "auto", "plugin": self.plugin}
+
+
+class Variant(collections.namedtuple("Variant", "name make source checks engine cpu_series accuracy description")):
+    __slots__ = ()
+
+    def __new__(cls, name, make, source=None, checks=(), engine=None, cpu_series=None, accuracy=False,
+                description=""):
+        return super(Variant, cls).__new__(cls, name, make, source, tuple(checks), engine, cpu_series, accuracy,
+                                           description)
+
+    @property
+    def is_root(self):
+        return self.make.kind == "model"
+
+    @property
+    def stage(self):
+        """The make stage this variant belongs to; variants of one stage are made together (one model load)."""
+        return STAGE_NAMES[self.make.kind](self)
+
+    @property
+    def static_batch(self):
+        """The batch an export was made for (None: dynamic; every other step keeps its source's dynamic batch)."""
+        return None if self.make.get("dynamic", True) else self.make.get("batch")
+
+
+STAGE_NAMES = {
+    "model": lambda v: None,
+    "export": lambda v: "export %s" % {"torch_fp32": "base", "torch_opt": "opt"}.get(
+        v.source, v.source.replace("torch_", "")),
+    "fuse": lambda v: "surgery",
+    "fp16": lambda v: "fp16",
+    "ptq": lambda v: "int8 ptq %s" % v.make.get("method"),
+    "qat": lambda v: "int8 %s" % v.source.replace("torch_", ""),
+}
+
+
+class Plan(object):
+    """An ordered set of variants; every source comes before what is made from it."""
+
+    def __init__(self, variants):
+        self.variants = collections.OrderedDict()
+        for v in variants:
+            if v.name in self.variants:
+                raise ValueError("variant %r declared twice" % v.name)
+            for ref in [v.source] + [c.against for c in v.checks] + [v.engine.onnx if v.engine else None]:
+                if ref is not None and ref not in self.variants:
+                    raise ValueError("variant %r refers to %r, which is not declared before it" % (v.name, ref))
+            self.variants[v.name] = v
+
+    def __iter__(self):
+        return iter(self.variants.values())
+
+    def __getitem__(self, name):
+        return self.variants[name]
+
+    def __contains__(self, name):
+        return name in self.variants
+
+    def files(self):
+        return [v for v in self if not v.is_root]
+
+    def stages(self):
+        """``[(stage name, [variants])]`` in plan order: consecutive variants of one stage name are made together;
+        a name that comes back later (after what it depends on) is made apart, as "<stage>: <first variant>"."""
+        out = []
+        for v in self.files():
+            if out and out[-1][0] == v.stage:
+                out[-1][1].append(v)
+            else:
+                out.append((v.stage, [v]))
+        seen = set()
+        for i, (name, vs) in enumerate(out):
+            if name in seen:
+                out[i] = ("%s: %s" % (name, vs[0].name), vs)
+            seen.add(name)
+        return out
+
+    def engines(self):
+        return [v for v in self if v.engine is not None]
+
+    def accuracy(self):
+        return [v for v in self if v.accuracy]
+
+    def timed(self):
+        return [v for v in self if v.cpu_series]
+
+    def against(self, variant, check):
+        return self[check.against or variant.source]
+
+    def filtered(self, keep):
+        """The sub-plan of the variants ``keep`` names, plus everything they are made or checked from."""
+        need = set()
+
+        def add(name):
+            if name is None or name in need:
+                return
+            need.add(name)
+            v = self[name]
+            add(v.source)
+            for c in v.checks:
+                add(c.against or v.source)
+            if v.engine:
+                add(v.engine.onnx)
+        for name in keep:
+            if name not in self:
+                raise KeyError(name)
+            add(name)
+        return Plan([v for v in self if v.name in need])
+
+    def descriptions(self):
+        return collections.OrderedDict((v.name, v.description) for v in self)
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+def _exports(tag, opt, opset, batches):
+    """Static batch ``batches`` and dynamic exports of the base or --opt model."""
+    root = "torch_opt" if opt else "torch_fp32"
+    out = []
+    for b in batches:
+        out.append(Variant(
+            "%s_b%d" % (tag, b), Step("export", batch=b, dynamic=False, opset=opset), source=root,
+            checks=[Check(inputs="random", tol=EXPORT_TOL, batches=(b,))], cpu_series="%s_static" % tag,
+            engine=Engine() if (opt and b == 1) else None, description="%s, static batch %d, FP32" % (tag, b)))
+    out.append(Variant(
+        "%s_dynamic" % tag, Step("export", dynamic=True, opset=opset), source=root,
+        checks=[Check(inputs="random", tol=EXPORT_TOL, batches=DYNAMIC_CHECK_BATCHES)], cpu_series="%s_dynamic" % tag,
+        engine=Engine(profiles=DYNAMIC_PROFILES if opt else None), accuracy=True,
+        description="%s, dynamic batch, FP32" % tag))
+    return out
+
+
+def _reduced(src, calib_n, qat_keys, opset, timed=True):
+    """FP16 and PTQ INT8 graphs of ``src``; the Q/DQ exports of the QAT checkpoints ``qat_keys``."""
+    vs = [Variant("%s_fp16" % src, Step("fp16"), source=src,
+                  checks=[Check(inputs="calibration", tol=FP16_TOL, batches=(calib_n,))],
+                  engine=Engine(onnx=src, fp16=True), cpu_series="%s_fp16" % src if timed else None, accuracy=True,
+                  description="%s, FP16-converted" % _what(src))]
+    for method in ("entropy", "minmax"):
+        vs.append(Variant(
+            "%s_int8_%s" % (src, method), Step("ptq", method=method), source=src,
+            checks=[Check(inputs="calibration", tol=INT8_TOL, batches=(calib_n,))],
+            engine=Engine(int8=True) if method == "entropy" else None,
+            cpu_series="%s_int8_entropy" % src if (timed and method == "entropy") else None, accuracy=True,
+            description="%s, PTQ Q/DQ INT8 (%s)" % (_what(src), method.capitalize() if method == "entropy"
+                                                     else "MinMax")))
+    for key in qat_keys:
+        wa = key == "qat_wa"
+        vs.append(Variant(
+            "%s_dynamic" % key, Step("qat", dynamic=True, opset=opset), source="torch_" + key,
+            checks=[Check(inputs="random", tol=QAT_WA_TOL if wa else QAT_W_TOL, batches=(8,), optimize=False),
+                    Check(against=src, inputs="calibration", tol=STATS_ONLY, batches=(calib_n,))],
+            engine=Engine(int8=True) if wa else None, cpu_series="qat_wa_dynamic" if (timed and wa) else None,
+            accuracy=True, description="%s, dynamic, QAT Q/DQ %s" % (
+                src.split("_")[0], "weights+activations" if wa else "weights only")))
+    return vs
+
+
+def _what(src):
+    return src.replace("_dynamic", ", dynamic").replace("_", " ")
+
+
+def build_plan(opset=13, batches=BATCHES, reduced_from="opt_dynamic", qat_keys=("qat_w", "qat_wa"), fuse=True,
+               static=True, qat_ptq=False, calib_n=32, extra=()):
+    """The pipeline's plan.
+
+    ``opset``: of every export; ``batches``: the static exports (``static=False``: dynamic only);
+    ``reduced_from``: the FP32 graph the FP16/PTQ variants are made from; ``qat_keys``: the QAT checkpoints
+    exported as Q/DQ graphs; ``fuse``: the LayerNorm/Attention plugin graph of the opt dynamic export;
+    ``qat_ptq``: the original's recipe (QAT weights, Entropy-calibrated activations); ``calib_n``: calibration
+    images a reduced-precision variant is checked on; ``extra``: more :class:`Variant` entries, appended."""
+    vs = [Variant("torch_fp32", Step("model"), accuracy=True, description="PyTorch FP32 (checkpoint)"),
+          Variant("torch_opt", Step("model", opt=True), description="PyTorch FP32, --opt blocks")]
+    # the QAT graphs are exported from the same blocks (base or --opt) as the graph they are compared with
+    vs += [Variant("torch_" + k, Step("model", qat=k, opt=reduced_from.startswith("opt")),
+                   description="PyTorch fake-quant model of the %s checkpoint" % k) for k in qat_keys]
+    vs += _exports("base", False, opset, batches if static else ())
+    vs += _exports("opt", True, opset, batches if static else ())
+    if fuse:
+        vs.append(Variant("opt_dynamic_plugin", Step("fuse", target="plugin"), source="opt_dynamic",
+                          checks=[Check(inputs="random", tol=FUSE_TOL, batches=(1, 4))], engine=Engine(plugin=True),
+                          accuracy=True, description="opt, dynamic, LayerNorm+Attention plugin nodes"))
+    vs += _reduced(reduced_from, calib_n, qat_keys, opset, timed=reduced_from == "opt_dynamic")
+    if qat_ptq and "qat_w" in qat_keys:
+        vs.append(Variant("torch_qat_w_float", Step("model", qat="qat_w", plain=True),
+                          description="PyTorch, QAT weights-only checkpoint as float"))
+        vs.append(Variant("qat_w_float_dynamic", Step("export", dynamic=True, opset=opset),
+                          source="torch_qat_w_float", checks=[Check(inputs="random", tol=EXPORT_TOL,
+                                                                    batches=DYNAMIC_CHECK_BATCHES)],
+                          description="QAT weights-only checkpoint, dynamic, FP32"))
+        vs.append(Variant("qat_w_ptq_entropy", Step("ptq", method="entropy"), source="qat_w_float_dynamic",
+                          checks=[Check(inputs="calibration", tol=INT8_TOL, batches=(calib_n,))], accuracy=True,
+                          description="QAT weights-only + Entropy PTQ activations (the original's recipe)"))
+    return Plan(vs + list(extra))
+
+
+#: the accuracy table (benchmark/accuracy_table.py): the FP32 dynamic export, its FP16 and PTQ graphs, the QAT
+#: graphs and the original's QAT+PTQ recipe, measured through ONNX Runtime
+ACCURACY_TABLE = ("torch_fp32", "base_dynamic", "base_dynamic_fp16", "base_dynamic_int8_entropy",
+                  "base_dynamic_int8_minmax", "qat_w_dynamic", "qat_w_ptq_entropy", "qat_wa_dynamic")
+
+
+def accuracy_table_plan(opset=13, qat_keys=("qat_w", "qat_wa"), calib_n=32, rows=None):
+    plan = build_plan(opset=opset, reduced_from="base_dynamic", qat_keys=qat_keys, fuse=False, static=False,
+                      qat_ptq=True, calib_n=calib_n)
+    keep = [r for r in (rows or ACCURACY_TABLE) if r in plan]
+    return plan.filtered(keep), keep
