@@ -130,8 +130,8 @@ def plugin_nodes(model_proto):
 
 
 class OnnxRuntimeBackend(Backend):
-    """An ONNX file in ONNX Runtime (CPU by default).  Graphs with LayerNorm/Attention plugin nodes run through
-    ``reference_ops.run_with_reference_ops`` (NumPy/PyTorch reference implementations of the plugins)."""
+    """An ONNX file (or ModelProto) in ONNX Runtime (CPU by default).  Graphs with LayerNorm/Attention plugin
+    nodes run through ``reference_ops.ReferenceRunner`` (NumPy/PyTorch reference implementations of the plugins)."""
 
     name = "onnxruntime"
 
@@ -140,15 +140,18 @@ class OnnxRuntimeBackend(Backend):
         (a batch outside every profile is refused), so the CPU runs the batching an engine will see."""
         import onnx
 
-        if not onnx_path or not os.path.isfile(onnx_path):
+        if isinstance(onnx_path, onnx.ModelProto):  # an in-memory graph (e.g. a fused graph before it is saved)
+            proto, self.source = onnx_path, "<in-memory ONNX>"
+        elif not onnx_path or not os.path.isfile(onnx_path):
             raise UserError("ONNX file not found: %s" % onnx_path)
-        self.source = os.path.abspath(onnx_path)
-        try:
-            proto = onnx.load(onnx_path)
-        except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends: not (or no longer) ONNX
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "cannot be decoded"
-            raise UserError("%s is not a readable ONNX model (truncated or another format: %s)"
-                            % (onnx_path, first[:160]))
+        else:
+            self.source = os.path.abspath(onnx_path)
+            try:
+                proto = onnx.load(onnx_path)
+            except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends: not (or no longer) ONNX
+                first = str(e).strip().splitlines()[0] if str(e).strip() else "cannot be decoded"
+                raise UserError("%s is not a readable ONNX model (truncated or another format: %s)"
+                                % (onnx_path, first[:160]))
         if not proto.graph.input or not proto.graph.output:
             raise UserError("%s is not a readable ONNX model (no graph inputs or outputs)" % onnx_path)
         inp, out = proto.graph.input[0], proto.graph.output[0]
@@ -182,7 +185,8 @@ class OnnxRuntimeBackend(Backend):
         if not optimize:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            self._sess = ort.InferenceSession(onnx_path, so, providers=providers or ["CPUExecutionProvider"])
+            model = onnx_path if isinstance(onnx_path, str) else proto.SerializeToString()
+            self._sess = ort.InferenceSession(model, so, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:
             raise UserError("ONNX Runtime cannot load %s: %s" % (onnx_path, str(e).strip().splitlines()[0][:300]))
 

@@ -102,7 +102,7 @@ def make_fuse(ctx, v, path):
     import onnx
 
     from . import surgery
-    fused, rep = surgery.add_plugins(surgery.load_onnx(ctx.path(v.source)), log=_quiet)
+    fused, rep = surgery.add_plugins(surgery.load_onnx(ctx.path(v.source)))
     surgery.check_fused(fused)
     onnx.save(fused, path)
     return {"counts": rep.get("counts")}

@@ -43,7 +43,7 @@ def xxs(work):
     model, _ = load_model(DEFAULT_WEIGHTS, quiet=True)
     dyn = str(work / "xxs_dynamic.onnx")
     export_onnx(model, dyn, dynamic=True, log=_quiet, verify=False)
-    fused, report = surgery.add_plugins(onnx.load(dyn), log=_quiet)
+    fused, report = surgery.add_plugins(onnx.load(dyn))
     fused_path = str(work / "xxs_dynamic_plugin.onnx")
     onnx.save(fused, fused_path)
     return {"model": model, "dynamic": dyn, "fused": fused_path, "report": report}

@@ -1,0 +1,346 @@
+"""Graph queries and constant evaluation shared by the matchers (:mod:`.layernorm`, :mod:`.attention`).
+
+* :class:`_Analysis` -- producers / consumers of a tensor, its dims, rank and dtype (from the shape inference
+  of :mod:`.shapes` or the graph), and the value of a tensor when it is computable from constants and static
+  shapes (Constant, Identity, Cast, Shape, Gather, (Un)squeeze, Concat, Add/Sub/Mul/Div, Slice); also fresh
+  node / tensor names.
+* :func:`_constant_node_value` -- the value of a ``Constant`` node.
+* small helpers of both rewrites: :func:`_private` (tensors read only inside a pattern), :func:`_detach`,
+  :func:`_other_input`, :func:`_set_output_info` (dtype/shape of a plugin output), :func:`_neg_axis`, and the
+  :class:`_NoMatch` exception a matcher raises when the subgraph at its anchor is not the pattern.
+"""
+from ..reference_ops import np_dtype
+
+
+class _NoMatch(Exception):
+    """Raised inside a matcher: the subgraph at this anchor is not the pattern (reason in the message)."""
+
+
+def _trunc_div(a, b):
+    if isinstance(a, (int,)) and isinstance(b, (int,)):
+        q = abs(a) // abs(b)
+        return q if (a >= 0) == (b >= 0) else -q
+    return a / b
+
+
+def _pyop(fn):
+    def wrapped(a, b):
+        if a is None or b is None:
+            return None
+        a = a.item() if hasattr(a, "item") else a
+        b = b.item() if hasattr(b, "item") else b
+        return fn(a, b)
+    return wrapped
+
+
+_ARITH = {
+    "Add": _pyop(lambda a, b: a + b),
+    "Sub": _pyop(lambda a, b: a - b),
+    "Mul": _pyop(lambda a, b: a * b),
+    "Div": _pyop(_trunc_div),
+}
+
+
+class _Analysis(object):
+    """Graph queries for the matchers: producers, consumers, shapes, and values of constant tensors."""
+
+    def __init__(self, graph, shapes):
+        import numpy as np
+        self.np = np
+        self.graph = graph
+        self.shapes = shapes if shapes is not None else {}
+        self.output_names = set(t.name for t in graph.outputs)
+        self.opset = int(graph.opset or 0)
+        self._cache = {}
+        self.used_node_names = set(n.name for n in graph.nodes if n.name)
+        self.used_tensor_names = set(graph.tensors().keys())
+
+    # -- structure ------------------------------------------------------------------------------------
+    @staticmethod
+    def producer(t):
+        return t.inputs[0] if len(t.inputs) == 1 else None
+
+    @staticmethod
+    def consumers(t):
+        seen, out = set(), []
+        for n in t.outputs:
+            if id(n) not in seen:
+                seen.add(id(n))
+                out.append(n)
+        return out
+
+    def is_graph_output(self, t):
+        return t.name in self.output_names
+
+    def single_consumer(self, t):
+        """The only node that reads ``t``, or None (several readers, none, or ``t`` is a graph output)."""
+        cons = self.consumers(t)
+        if len(cons) != 1 or self.is_graph_output(t):
+            return None
+        return cons[0]
+
+    # -- shapes ---------------------------------------------------------------------------------------
+    def dims(self, t):
+        import onnx_graphsurgeon as gs
+        if isinstance(t, gs.Constant):
+            return [int(d) for d in t.shape]
+        info = self.shapes.get(t.name)
+        if info is not None and info[1] is not None:
+            return list(info[1])
+        if t.shape is not None:
+            return [d if isinstance(d, int) else (d or None) for d in t.shape]
+        return None
+
+    def rank(self, t):
+        d = self.dims(t)
+        return None if d is None else len(d)
+
+    def dtype(self, t):
+        import onnx_graphsurgeon as gs
+        if isinstance(t, gs.Constant):
+            return self.np.dtype(t.values.dtype)
+        info = self.shapes.get(t.name)
+        if info is not None and info[0] is not None:
+            return self.np.dtype(info[0])
+        if t.dtype is not None:
+            try:
+                return self.np.dtype(t.dtype)
+            except TypeError:
+                return None
+        return None
+
+    def last_dim(self, t):
+        d = self.dims(t)
+        if not d or not isinstance(d[-1], int):
+            return None
+        return d[-1]
+
+    # -- constant values ------------------------------------------------------------------------------
+    def value(self, t):
+        """The value of ``t`` as a numpy array when it is computable from constants and static shapes."""
+        v = self._eval(t, 0)
+        if v is None:
+            return None
+        np = self.np
+        if v.dtype == object:
+            flat = v.ravel().tolist()
+            if any(x is None for x in flat):
+                return None
+            return np.array(flat).reshape(v.shape)
+        return v
+
+    def _eval(self, t, depth):
+        if t is None or not t.name:
+            return None
+        if t.name in self._cache:
+            return self._cache[t.name]
+        self._cache[t.name] = None   # cycle guard
+        try:
+            v = self._eval_uncached(t, depth)
+            if v is not None:
+                v = self.np.asarray(v)
+        except (ValueError, IndexError, TypeError, ZeroDivisionError, OverflowError):
+            v = None
+        self._cache[t.name] = v
+        return v
+
+    def _eval_uncached(self, t, depth):
+        import onnx_graphsurgeon as gs
+        np = self.np
+        if isinstance(t, gs.Constant):
+            return np.asarray(t.values)
+        if depth > 64:
+            return None
+        p = self.producer(t)
+        if p is None:
+            return None
+        op = p.op
+        if op == "Constant":
+            return _constant_node_value(p)
+
+        def arg(i):
+            if i >= len(p.inputs):
+                return None
+            return self._eval(p.inputs[i], depth + 1)
+
+        if op == "Identity":
+            return arg(0)
+        if op == "Cast":
+            v = arg(0)
+            if v is None:
+                return None
+            to = np_dtype(int(p.attrs["to"]))
+            if v.dtype == object:
+                return v if np.issubdtype(to, np.integer) else None
+            return v.astype(to)
+        if op == "Shape":
+            dims = self.dims(p.inputs[0])
+            if dims is None:
+                return None
+            arr = np.array([d if isinstance(d, int) else None for d in dims] + [0], dtype=object)[:-1]
+            start = int(p.attrs.get("start", 0))
+            end = p.attrs.get("end", None)
+            return arr[start:(None if end is None else int(end))]
+        if op == "Gather":
+            data, idx = arg(0), arg(1)
+            if data is None or idx is None or idx.dtype == object:
+                return None
+            return np.take(data, idx.astype(np.int64), axis=int(p.attrs.get("axis", 0)))
+        if op in ("Unsqueeze", "Squeeze"):
+            v = arg(0)
+            if v is None:
+                return None
+            axes = p.attrs.get("axes")
+            if axes is None and len(p.inputs) > 1:
+                a = arg(1)
+                if a is None or a.dtype == object:
+                    return None
+                axes = a.ravel().tolist()
+            if op == "Squeeze":
+                return np.squeeze(v) if axes is None else np.squeeze(v, axis=tuple(int(a) for a in axes))
+            out_rank = v.ndim + len(axes)
+            for a in sorted(int(a) % out_rank for a in axes):
+                v = np.expand_dims(v, a)
+            return v
+        if op == "Concat":
+            parts = [arg(i) for i in range(len(p.inputs))]
+            if any(x is None for x in parts):
+                return None
+            if any(x.dtype == object for x in parts):
+                parts = [x.astype(object) for x in parts]
+            return np.concatenate(parts, axis=int(p.attrs.get("axis", 0)))
+        if op in _ARITH:
+            a, b = arg(0), arg(1)
+            if a is None or b is None:
+                return None
+            if a.dtype != object and b.dtype != object:
+                if op == "Div" and np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
+                    return (np.abs(a) // np.abs(b) * np.sign(a) * np.sign(b)).astype(np.result_type(a, b))
+                return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](a, b)
+            return np.frompyfunc(_ARITH[op], 2, 1)(a.astype(object), b.astype(object))
+        if op == "Slice" and len(p.inputs) >= 3:
+            data, starts, ends = arg(0), arg(1), arg(2)
+            axes = arg(3) if len(p.inputs) > 3 and p.inputs[3].name else None
+            steps = arg(4) if len(p.inputs) > 4 and p.inputs[4].name else None
+            if data is None or starts is None or ends is None:
+                return None
+            if any(x is not None and x.dtype == object for x in (starts, ends, axes, steps)):
+                return None
+            axes = list(range(len(starts))) if axes is None else axes.ravel().tolist()
+            steps = [1] * len(axes) if steps is None else steps.ravel().tolist()
+            sl = [slice(None)] * data.ndim
+            for a, s, e, st in zip(axes, starts.ravel().tolist(), ends.ravel().tolist(), steps):
+                sl[int(a)] = slice(int(s), int(e), int(st))
+            return data[tuple(sl)]
+        return None
+
+    def scalar(self, t):
+        """Float value of a constant with a single element, else None."""
+        v = self.value(t)
+        if v is None or v.size != 1 or v.dtype == object:
+            return None
+        if not (self.np.issubdtype(v.dtype, self.np.floating) or self.np.issubdtype(v.dtype, self.np.integer)):
+            return None
+        return float(v.ravel()[0])
+
+    # -- naming ---------------------------------------------------------------------------------------
+    def node_name(self, nodes, op_type):
+        names = [n.name for n in nodes if n.name]
+        prefix = ""
+        if names:
+            prefix = names[0]
+            for n in names[1:]:
+                while not n.startswith(prefix):
+                    prefix = prefix[:-1]
+            prefix = prefix[:prefix.rfind("/") + 1] if "/" in prefix else ""
+        base = prefix + op_type
+        name, i = base, 1
+        while name in self.used_node_names:
+            name = "%s_%d" % (base, i)
+            i += 1
+        self.used_node_names.add(name)
+        return name
+
+    def tensor_name(self, base):
+        name, i = base, 1
+        while name in self.used_tensor_names:
+            name = "%s_%d" % (base, i)
+            i += 1
+        self.used_tensor_names.add(name)
+        return name
+
+
+def _constant_node_value(node):
+    import numpy as np
+    import onnx_graphsurgeon as gs
+    a = node.attrs
+    if "value" in a and isinstance(a["value"], gs.Constant):
+        return np.asarray(a["value"].values)
+    for key, dt in (("value_float", np.float32), ("value_floats", np.float32),
+                    ("value_int", np.int64), ("value_ints", np.int64)):
+        if key in a:
+            return np.asarray(a[key], dtype=dt)
+    return None
+
+
+def _private(an, tensors, nodes):
+    """True when each tensor in ``tensors`` is read only by ``nodes`` and is no graph output."""
+    ids = set(id(n) for n in nodes)
+    for t in tensors:
+        if an.is_graph_output(t):
+            return False
+        for c in an.consumers(t):
+            if id(c) not in ids:
+                return False
+    return True
+
+
+def _detach(nodes):
+    for n in nodes:
+        n.inputs.clear()
+        n.outputs.clear()
+
+
+def _other_input(node, t):
+    """For a binary node with ``t`` as one operand, return the other operand (None if not exactly one)."""
+    if len(node.inputs) != 2:
+        return None
+    a, b = node.inputs
+    if a is t and b is not t:
+        return b
+    if b is t and a is not t:
+        return a
+    return None
+
+
+def _clean_dims(dims):
+    if dims is None:
+        return None
+    out = []
+    for d in dims:
+        if isinstance(d, int):
+            out.append(d)
+        elif isinstance(d, str) and d.isidentifier():
+            out.append(d)
+        else:
+            out.append(None)
+    return out
+
+
+def _set_output_info(an, t, dtype, dims):
+    """Give a plugin output its dtype and shape (where known) so that it is written as value_info."""
+    if dtype is not None:
+        t.dtype = dtype
+    d = _clean_dims(dims if dims is not None else an.dims(t))
+    if d is not None:
+        t.shape = d
+
+
+def _neg_axis(axis, rank):
+    """Axis normalised to a negative number (None when it cannot be decided)."""
+    axis = int(axis)
+    if axis < 0:
+        return axis
+    if rank is None:
+        return None
+    return axis - rank

@@ -1,0 +1,220 @@
+"""LayerNorm fusion: :func:`fuse_layernorm` and its matchers.
+
+Matches the decomposed LayerNorm PyTorch exports at opset <= 16 (ReduceMean, Sub, Pow/Mul, ReduceMean, Add eps,
+Sqrt, Div or Reciprocal+Mul, optional Mul gamma, optional Add beta; ReduceMean axes as attribute or input) and
+the native ``LayerNormalization`` node (opset >= 17), normalised over the last axis, and replaces each by one
+``LayerNorm`` plugin node (:mod:`mobilevit_trt.plugin_spec`).
+"""
+import collections
+import math
+
+from .. import plugin_spec
+from .constants import _Analysis, _NoMatch, _detach, _neg_axis, _other_input, _private, _set_output_info
+from .shapes import infer_shapes
+
+
+def _reduce_axes(an, node):
+    """Axes of a ReduceMean (attribute before opset 18, input from 18), or None when not constant."""
+    if "axes" in node.attrs:
+        return [int(a) for a in node.attrs["axes"]]
+    if len(node.inputs) > 1 and node.inputs[1].name:
+        v = an.value(node.inputs[1])
+        return None if v is None else [int(a) for a in v.ravel().tolist()]
+    return None
+
+
+def _is_last_axis_mean(an, node, x):
+    if node.op != "ReduceMean" or not node.inputs or node.inputs[0] is not x:
+        return False
+    if int(node.attrs.get("keepdims", 1)) != 1:
+        return False
+    axes = _reduce_axes(an, node)
+    if axes is None or len(axes) != 1:
+        return False
+    return _neg_axis(axes[0], an.rank(x)) == -1
+
+
+def _affine_param(an, t, c, rank=None):
+    """gamma/beta operand -> float32 vector [C], or None when it is not a per-channel constant on the last axis
+    (shape [C] or [1, ..., 1, C] of at most the input's rank)."""
+    np = an.np
+    v = an.value(t)
+    if v is None or v.dtype == object or not np.issubdtype(v.dtype, np.floating):
+        return None
+    if v.ndim == 0 or any(s != 1 for s in v.shape[:-1]) or (rank is not None and v.ndim > rank):
+        return None
+    if c is not None and v.shape[-1] != c:
+        return None
+    return v.reshape(-1).astype(np.float32)
+
+
+def _constant_for(an, t, values, base):
+    """A float32 gs.Constant [C] for ``values``: the original tensor when it already is one, else a new one."""
+    import onnx_graphsurgeon as gs
+    np = an.np
+    if isinstance(t, gs.Constant) and t.values.dtype == np.float32 and tuple(t.shape) == values.shape:
+        return t
+    return gs.Constant(an.tensor_name(base), np.ascontiguousarray(values, dtype=np.float32))
+
+
+def _match_decomposed_layernorm(an, mean1):
+    x = mean1.inputs[0] if mean1.inputs else None
+    if x is None or not _is_last_axis_mean(an, mean1, x):
+        raise _NoMatch("not a ReduceMean over the last axis")
+    if an.rank(x) is not None and an.rank(x) < 2:
+        raise _NoMatch("input rank < 2")
+    nodes = [mean1]
+    mu = mean1.outputs[0]
+    sub = an.single_consumer(mu)
+    if sub is None or sub.op != "Sub" or len(sub.inputs) != 2 or sub.inputs[0] is not x or sub.inputs[1] is not mu:
+        raise _NoMatch("mean is not subtracted from the input (only)")
+    nodes.append(sub)
+    d = sub.outputs[0]
+    cons = an.consumers(d)
+    if an.is_graph_output(d) or len(cons) != 2:
+        raise _NoMatch("x - mean must feed exactly the variance and the normalisation")
+    square = norm = None
+    for c in cons:
+        if c.op == "Pow" and c.inputs[0] is d and an.scalar(c.inputs[1]) == 2.0:
+            square = c
+        elif c.op == "Mul" and len(c.inputs) == 2 and c.inputs[0] is d and c.inputs[1] is d:
+            square = c
+        elif c.op in ("Div", "Mul"):
+            norm = c
+    if square is None or norm is None:
+        raise _NoMatch("no (x - mean)^2 and normalisation pair")
+    nodes.append(square)
+    mean2 = an.single_consumer(square.outputs[0])
+    if mean2 is None or not _is_last_axis_mean(an, mean2, square.outputs[0]):
+        raise _NoMatch("variance is not a ReduceMean over the last axis")
+    nodes.append(mean2)
+    add_eps = an.single_consumer(mean2.outputs[0])
+    if add_eps is None or add_eps.op != "Add":
+        raise _NoMatch("no Add eps after the variance")
+    eps_t = _other_input(add_eps, mean2.outputs[0])
+    eps = None if eps_t is None else an.scalar(eps_t)
+    if eps is None or not (eps >= 0.0) or math.isinf(eps):
+        raise _NoMatch("eps is not a constant scalar")
+    nodes.append(add_eps)
+    sqrt = an.single_consumer(add_eps.outputs[0])
+    if sqrt is None or sqrt.op != "Sqrt":
+        raise _NoMatch("no Sqrt after var + eps")
+    nodes.append(sqrt)
+    std = sqrt.outputs[0]
+    if norm.op == "Div":
+        if norm.inputs[0] is not d or norm.inputs[1] is not std:
+            raise _NoMatch("normalisation is not (x - mean) / std")
+    else:
+        recip = an.single_consumer(std)
+        is_recip = recip is not None and (
+            recip.op == "Reciprocal" or
+            (recip.op == "Div" and len(recip.inputs) == 2 and recip.inputs[1] is std and
+             an.scalar(recip.inputs[0]) == 1.0))
+        if not is_recip:
+            raise _NoMatch("normalisation is neither Div by std nor Mul by 1/std")
+        if _other_input(norm, d) is not recip.outputs[0]:
+            raise _NoMatch("normalisation Mul does not use Reciprocal(std)")
+        nodes.append(recip)
+    nodes.append(norm)
+    y = norm.outputs[0]
+    c = an.last_dim(x)
+    gamma = beta = None
+    gamma_t = beta_t = None
+    nxt = an.single_consumer(y)
+    if nxt is not None and nxt.op == "Mul":
+        other = _other_input(nxt, y)
+        g = None if other is None else _affine_param(an, other, c, an.rank(x))
+        if g is not None:
+            gamma, gamma_t = g, other
+            nodes.append(nxt)
+            y = nxt.outputs[0]
+            nxt = an.single_consumer(y)
+    if nxt is not None and nxt.op == "Add":
+        other = _other_input(nxt, y)
+        b = None if other is None else _affine_param(an, other, c if c is not None else (
+            None if gamma is None else gamma.size), an.rank(x))
+        if b is not None:
+            beta, beta_t = b, other
+            nodes.append(nxt)
+            y = nxt.outputs[0]
+    if c is None:
+        c = gamma.size if gamma is not None else (beta.size if beta is not None else None)
+    if c is None:
+        raise _NoMatch("channel count unknown (no shape, no gamma/beta)")
+    if gamma is not None and beta is not None and gamma.size != beta.size:
+        raise _NoMatch("gamma and beta sizes differ")
+    internal = [t for n in nodes for t in n.outputs if t is not y]
+    if not _private(an, internal, nodes):
+        raise _NoMatch("an intermediate tensor is used outside the pattern")
+    return dict(x=x, y=y, nodes=nodes, eps=eps, c=c, gamma=gamma, gamma_t=gamma_t, beta=beta, beta_t=beta_t,
+                form="decomposed")
+
+
+def _match_native_layernorm(an, node):
+    if not node.inputs or len(node.inputs) < 2:
+        raise _NoMatch("LayerNormalization without scale")
+    x = node.inputs[0]
+    axis = _neg_axis(node.attrs.get("axis", -1), an.rank(x))
+    if axis != -1:
+        raise _NoMatch("LayerNormalization axis is not the last one")
+    for extra in node.outputs[1:]:
+        if extra.name and (an.consumers(extra) or an.is_graph_output(extra)):
+            raise _NoMatch("Mean/InvStdDev outputs are used")
+    c = an.last_dim(x)
+    gamma = _affine_param(an, node.inputs[1], c)
+    if gamma is None:
+        raise _NoMatch("scale is not a constant [C]")
+    beta = beta_t = None
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        beta_t = node.inputs[2]
+        beta = _affine_param(an, beta_t, gamma.size)
+        if beta is None:
+            raise _NoMatch("bias is not a constant [C]")
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    return dict(x=x, y=node.outputs[0], nodes=[node], eps=eps, c=gamma.size, gamma=gamma, gamma_t=node.inputs[1],
+                beta=beta, beta_t=beta_t, form="LayerNormalization")
+
+
+def fuse_layernorm(graph, shapes=None):
+    """Replace every LayerNorm subgraph of ``graph`` by one ``LayerNorm`` plugin node; return the fusion records."""
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    if shapes is None:
+        shapes = infer_shapes(graph)
+    an = _Analysis(graph, shapes)
+    records, taken = [], set()
+    for anchor in list(graph.nodes):
+        if anchor.op not in ("ReduceMean", "LayerNormalization") or id(anchor) in taken:
+            continue
+        try:
+            m = (_match_native_layernorm if anchor.op == "LayerNormalization" else _match_decomposed_layernorm)(
+                an, anchor)
+        except _NoMatch:
+            continue
+        if any(id(n) in taken for n in m["nodes"]):
+            continue
+        name = an.node_name(m["nodes"], plugin_spec.LAYERNORM_OP)
+        c = m["c"]
+        gamma = m["gamma"] if m["gamma"] is not None else np.ones(c, np.float32)
+        beta = m["beta"] if m["beta"] is not None else np.zeros(c, np.float32)
+        gamma_c = _constant_for(an, m["gamma_t"], gamma, name + ".gamma")
+        beta_c = _constant_for(an, m["beta_t"], beta, name + ".beta")
+        x, y = m["x"], m["y"]
+        replaced = [n.name for n in m["nodes"]]
+        _detach(m["nodes"])
+        taken.update(id(n) for n in m["nodes"])
+        node = gs.Node(plugin_spec.LAYERNORM_OP, name=name,
+                       attrs=plugin_spec.node_attrs(plugin_spec.LAYERNORM_OP, epsilon=m["eps"]),
+                       inputs=[x, gamma_c, beta_c], outputs=[y], domain="")
+        graph.nodes.append(node)
+        _set_output_info(an, y, an.dtype(x), an.dims(x))
+        records.append(collections.OrderedDict([
+            ("kind", plugin_spec.LAYERNORM_OP), ("node", name), ("form", m["form"]),
+            ("inputs", [x.name, gamma_c.name, beta_c.name]), ("outputs", [y.name]),
+            ("epsilon", float(np.float32(m["eps"]))), ("channels", int(c)),
+            ("affine_in_graph", [m["gamma"] is not None, m["beta"] is not None]),
+            ("replaced_nodes", replaced),
+        ]))
+    graph.cleanup().toposort()
+    return records
