@@ -5,71 +5,11 @@ Examples:
   python onnx_add_plugin.py --input_path target/MobileViT_b4.onnx --save_path target/MobileViT_b4_plugin.onnx
   python onnx_add_plugin.py --input_path target/MobileViT_dynamic_opt.onnx \
       --save_path target/MobileViT_dynamic_opt_plugin.onnx --plugins attention --report target/surgery.json
+
+The same command as ``mobilevit-trt fuse``: its code is mobilevit_trt/commands/fuse.py.
 """
-import os
-import sys
-
 from mobilevit_trt import cli
-
-
-def build_parser():
-    p = cli.make_parser(__doc__.splitlines()[0], prog="onnx_add_plugin.py")
-    g = p.add_argument_group("graph surgery")
-    g.add_argument("--input_path", "--input-path", dest="input_path", default="./target/MobileViT.onnx",
-                   help="ONNX model from convert_to_onnx.py (any opset 11-21, static or dynamic batch)")
-    g.add_argument("--save_path", "--save-path", dest="save_path", default="./target/MobileViT_plugin.onnx",
-                   help="output ONNX file with plugin nodes (written atomically, only after verification)")
-    g.add_argument("--plugins", default="layernorm,attention",
-                   help="comma-separated plugin kinds to fuse: layernorm, attention")
-    g.add_argument("--allow-missing", action="store_true",
-                   help="do not fail when a requested kind has no matching subgraph")
-    g.add_argument("--report", default=None,
-                   help="write a JSON report here: every fusion (node, inputs/outputs, eps/scale/num_heads), "
-                        "counts per kind, verification results")
-    v = p.add_argument_group("verification")
-    v.add_argument("--no-verify", action="store_true",
-                   help="skip onnx.checker and the ONNX Runtime comparison (fused graph with NumPy reference "
-                        "plugin ops vs the input graph)")
-    v.add_argument("--atol", type=float, default=1e-4, help="max abs output diff allowed against the input graph")
-    return p
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    from mobilevit_trt import surgery
-    from mobilevit_trt.errors import UserError
-    from mobilevit_trt.fileio import atomic_path, write_json
-
-    kinds = surgery.parse_kinds(args.plugins)
-    if not args.atol > 0:
-        raise UserError("--atol must be positive, got %g" % args.atol)
-    if os.path.abspath(args.input_path) == os.path.abspath(args.save_path):
-        raise UserError("--save_path must differ from --input_path")
-    cli.check_outputs(files={"--save_path": args.save_path, "--report": args.report})
-    model = surgery.load_onnx(args.input_path)
-    print("fusing %s in %s" % (", ".join(surgery.KINDS[k] for k in kinds), args.input_path))
-    fused, report = surgery.add_plugins(model, kinds, allow_missing=args.allow_missing)
-    for op, n in report["counts"].items():
-        print("  %-10s %3d fused" % (op, n))
-    report["input"] = os.path.abspath(args.input_path)
-    report["output"] = os.path.abspath(args.save_path)
-
-    import onnx
-    with atomic_path(args.save_path) as tmp:
-        onnx.save(fused, tmp)
-        if not args.no_verify:
-            res = surgery.verify_fused(args.input_path, tmp, atol=args.atol)
-            report["verify"] = res
-            if not res["passed"]:
-                raise UserError("fused graph failed verification (%s); %s not written" % (
-                    "checker: " + res["checker"] if res["checker"] != "passed" else
-                    "max abs diff %.3g > %g" % (res["max_abs"], args.atol), args.save_path))
-    if args.report:
-        write_json(args.report, report)
-    print("saved %s (%d -> %d nodes)" % (args.save_path, report["nodes_before"], report["nodes_after"]))
-    return 0
-
+from mobilevit_trt.commands.fuse import main
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     cli.run_main(main)

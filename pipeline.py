@@ -6,50 +6,11 @@ ONNX Runtime) -> engine builds (TensorRT if present, else TensorRT-RTX ahead-of-
 and a GPU, engine benchmarks -> accuracy of every variant -> ONNX Runtime CPU latency -> summary.md, JSON, CSV,
 PNG plots.  Stages this machine cannot run are listed as skipped with the reason.  Re-running skips stages whose
 inputs did not change (content hash) unless --force.
+
+The same command as ``mobilevit-trt pipeline``: its code is mobilevit_trt/commands/pipeline.py.
 """
-import os
-import sys
-
 from mobilevit_trt import cli
-
-
-def build_parser():
-    p = cli.make_parser(__doc__.splitlines()[0], prog="pipeline.py")
-    p.add_argument("--model_path", "--model-path", dest="model_path", default=None,
-                   help="checkpoint (default: the shipped default weights)")
-    p.add_argument("--arch", choices=cli.ARCH_CHOICES, default=None, help="default: from the checkpoint")
-    p.add_argument("--out", default="runs/default", help="run folder")
-    p.add_argument("--force", action="store_true", help="re-run every stage")
-    p.add_argument("--data_path", "--data-path", dest="data_path", default=None,
-                   help="held-out evaluation data (LMDB or image folder; default: the default dataset's val split)")
-    p.add_argument("--train_path", "--train-path", dest="train_path", default=None,
-                   help="calibration data source (default: the default dataset's train split)")
-    p.add_argument("--calib-count", type=cli.positive_int, default=100, help="calibration images (as the original)")
-    p.add_argument("--limit", type=cli.positive_int, default=None, help="evaluate only the first N images")
-    p.add_argument("--bench-iters", type=cli.positive_int, default=20, help="timed ONNX Runtime calls per variant and batch (interleaved rounds of 5)")
-    p.add_argument("--opset", type=int, default=13)
-    return p
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    from mobilevit_trt.pipeline import run_pipeline
-    if args.model_path:
-        cli.require_file(args.model_path, "checkpoint")
-    cli.check_outputs(folders={"--out": args.out})
-    results, run = run_pipeline(model_path=args.model_path, arch=args.arch, out=args.out, force=args.force,
-                                data_path=args.data_path, train_path=args.train_path, calib_count=args.calib_count,
-                                acc_limit=args.limit, bench_iters=args.bench_iters, opset=args.opset)
-    from mobilevit_trt.report import format_table
-    print()
-    print(format_table(results["stages"], ["stage", "status", "seconds", "note"]))
-    if run.failed:
-        print("\nFAILED stages: %s" % ", ".join(run.failed), file=sys.stderr)
-        return 1
-    print("\nsummary: %s" % os.path.join(run.run_dir, "summary.md"))
-    return 0
-
+from mobilevit_trt.commands.pipeline import main
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     cli.run_main(main)

@@ -9,11 +9,8 @@ node counts per variant and latency ratios (base vs --opt, static vs dynamic, FP
     python benchmark/bench_onnxruntime_cpu.py --run runs/default --out docs/data/cpu_onnxruntime.json
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mobilevit_trt import cli  # noqa: E402
+from mobilevit_trt import cli
 
 VARIANTS = [  # (series, file stem or stem pattern with {b})
     ("base_static", "base_b{b}"), ("base_dynamic", "base_dynamic"), ("opt_static", "opt_b{b}"),

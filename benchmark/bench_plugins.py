@@ -25,19 +25,15 @@ MobileViT-S at 256x256 input: transformer hidden size C and sequence length N pe
 sequences per image, so LayerNorm sees B*4*N rows of C and attention B*4 sequences of N tokens, head dim 32, one
 head, packed qkv [B, 4, N, 96].
 """
-import importlib.util
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__":  # run as a script from anywhere: make the repository root importable
-    sys.path.insert(0, str(REPO))
+from mobilevit_trt import cli
+from mobilevit_trt.errors import UserError
 
-from mobilevit_trt import cli  # noqa: E402
-from mobilevit_trt.errors import UserError  # noqa: E402
 MVT_S_STAGES = [("stage3", 144, 256), ("stage4", 192, 64), ("stage5", 240, 16)]  # (name, C, N)
 PATCH_AREA = 4
 HEAD_DIM = 32
@@ -57,13 +53,6 @@ class BenchError(UserError):
 def _first_line(e, limit=200):
     """An exception's message for a result row (its first line; no exception class names)."""
     return (str(e).strip().splitlines() or ["failed without a message"])[0][:limit]
-
-
-def load_binding():
-    spec = importlib.util.spec_from_file_location("mvt_kernels", str(REPO / "plugin" / "mvt_kernels.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------------------------------------ timing
@@ -218,7 +207,7 @@ def bench_copy(torch, timer, errors):
         t = us(st)
         rows.append({"bytes": nbytes, "time": st,
                      "gbps": (2 * nbytes / (t * 1e-6) / 1e9) if t else None})  # read + write
-        del src, dst
+        src = dst = None  # free the buffers before the next size (not `del`: the lambda above closes over them)
     return rows
 
 
@@ -286,7 +275,7 @@ def bench_layernorm_bandwidth(torch, lib, timer, dtypes, copy_rows, errors):
                    "copy_gbps": copy_gbps}
             row["mvt_fraction_of_copy"] = row["mvt_gbps"] / copy_gbps if row["mvt_gbps"] and copy_gbps else None
             rows.append(row)
-            del x, out
+            x = out = None  # free the buffers before the next size (the lambdas above close over them)
     return rows
 
 
@@ -467,11 +456,8 @@ def main(argv=None):
         raise BenchError("needs torch")
     if not torch.cuda.is_available():
         raise BenchError("no CUDA GPU visible to torch")
-    mk = load_binding()
-    try:
-        lib = mk.MvtKernels(args.lib)
-    except FileNotFoundError as e:
-        raise BenchError(str(e))
+    from mobilevit_trt.kernels import MvtKernels
+    lib = MvtKernels(args.lib)  # UserError (one line) when the library is not built or not findable
     warm_gpu(torch)
     torch.backends.cuda.matmul.allow_tf32 = False  # FP32 baselines in true FP32, like the plugin
     torch.backends.cudnn.allow_tf32 = False

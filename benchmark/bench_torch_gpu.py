@@ -8,14 +8,10 @@ the table shows the median ms per batch over repeats and the spread (min..max).
 
     python benchmark/bench_torch_gpu.py --arch xxs s --batch 1 4 8 64 --out results.json
 """
-import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mobilevit_trt import cli  # noqa: E402
+from mobilevit_trt import cli
 
 VARIANTS = ("eager_fp32", "eager_fp16", "eager_fp16_channels_last", "cudagraph_fp16", "compile_fp16",
             "compile_cudagraphs_fp16")

@@ -9,13 +9,7 @@ is built in a temporary folder and renamed into place after its record count was
   python benchmark/folder_to_lmdb.py --input_path /data/imagenet/val --save_path /data/imagenet/val.lmdb
   python benchmark/folder_to_lmdb.py --input_path /data/val_flat --labels val_labels.txt --save_path val.lmdb
 """
-import os
-import sys
-
-if __name__ == "__main__":  # run as a script from anywhere: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mobilevit_trt import cli  # noqa: E402
+from mobilevit_trt import cli
 
 
 def build_parser():

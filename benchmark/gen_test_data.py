@@ -13,12 +13,8 @@ train split when --data_path is the default, else --data_path itself.  Files are
   python benchmark/gen_test_data.py --model_path model_best.pth.tar --data_path /target/test_data/val/val.lmdb
 """
 import os
-import sys
 
-if __name__ == "__main__":  # run as a script from anywhere: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mobilevit_trt import cli  # noqa: E402
+from mobilevit_trt import cli
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -40,7 +36,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from mobilevit_trt.backends import TorchBackend
+    from MobileViT_Pytorch.source import torch_backend
     from mobilevit_trt.data import default_split, open_dataset, write_reference_data
     from mobilevit_trt.errors import UserError
 
@@ -54,7 +50,7 @@ def main(argv=None):
     ds = open_dataset(args.data_path or default_split("val"), label_file=args.labels, img_size=args.img_size)
     calib_path = args.calib_path or (None if args.data_path else default_split("train"))
     calib_ds = open_dataset(calib_path, img_size=args.img_size) if calib_path else None
-    backend = TorchBackend(args.model_path, args.arch, args.num_classes, args.img_size, device=args.device)
+    backend = torch_backend(args.model_path, args.arch, args.num_classes, args.img_size, device=args.device)
     print("reference logits: %s; data: %s; calibration: %s" % (
         backend.describe(), ds.describe(), calib_ds.describe() if calib_ds else "the same dataset"))
     write_reference_data(backend, ds, args.save_path, batches, calib_ds, args.calib_count, args.seed)

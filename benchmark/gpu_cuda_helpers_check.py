@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GPU check of mobilevit_trt/cuda.py with real kernels: buffers, copies, events, stream capture into a CUDA graph
+"""GPU check of mobilevit_trt/cuda/ with real kernels: buffers, copies, events, stream capture into a CUDA graph
 and its replay, the GraphCache used by the TensorRT runner, the driver-API graph path (PyCUDA's fallback), and
 the error helper.  Kernels: a CuPy RawKernel and a PyTorch in-place op, both launched on cuda.py's stream.
 
@@ -10,15 +10,12 @@ the numbers as JSON (--out DIR).  tests/gpu/test_cuda_helpers.py runs the same c
 """
 import json
 import os
-import sys
 import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from mobilevit_trt import cli, cuda  # noqa: E402
+from mobilevit_trt import cli, cuda
 
 N = 1 << 20  # float32 elements per buffer (4 MiB)
 KERNEL_SRC = r'''

@@ -14,12 +14,8 @@ Output (deterministic for a given --source/--seed/--val-per-class; about 2 s):
   <out>/dataset.json                                                 source, split, counts, content digest
 """
 import os
-import sys
 
-if __name__ == "__main__":  # run as a script from anywhere: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mobilevit_trt import cli  # noqa: E402
+from mobilevit_trt import cli
 
 DEFAULT_OUT = os.path.join("benchmark", "data", "default")
 

@@ -5,13 +5,7 @@
   python benchmark/test_torch_precision.py --model_path MobileViT_Pytorch/weights-file/model_best.pth.tar \\
       --data_path /target/test_data/val/val.lmdb --batch 8 --device cuda
 """
-import os
-import sys
-
-if __name__ == "__main__":  # run as a script from anywhere: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mobilevit_trt import cli  # noqa: E402
+from mobilevit_trt import cli
 
 
 def build_parser():
@@ -32,7 +26,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cli.check_outputs(results_file=args.results_file)
-    from mobilevit_trt.accuracy import run_accuracy
+    from mobilevit_trt.commands.accuracy import run_accuracy
 
     args.backend = "torch"
     run_accuracy(args)

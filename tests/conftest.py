@@ -1,6 +1,3 @@
-import os
-import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+"""Imports in the tests (``tests.helpers``, ``mobilevit_trt``, ``benchmark``) resolve from the repository root:
+run ``python -m pytest`` there (it puts the root on sys.path); the package itself is also installed editable by
+scripts/setup.sh (``pip install -e .``), which the scripts the tests run as subprocesses rely on."""

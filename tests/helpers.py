@@ -1,9 +1,7 @@
-"""Small shared test helpers (no mocks: real models, real exports)."""
+"""Small shared test helpers (no mocks: real models, real exports).  torch is imported where it is used."""
 import os
 import subprocess
 import sys
-
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -11,6 +9,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def randomize_norms(model, seed=0):
     """Give BatchNorm running stats and LayerNorm/BatchNorm affine params non-trivial values, so that a check
     that misreads them can fail (default init makes BN an identity and LN gamma=1, beta=0)."""
+    import torch  # here, not at the top: tests that only need ROOT / run_script run without torch
+
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():

@@ -1,18 +1,11 @@
-"""What the plugin build tests share: the plugin contract loaded on its own (no package import) and nvcc lookup."""
-import importlib.util
+"""What the plugin build tests share: where plugin/ is and the nvcc lookup (the contract they check is
+``mobilevit_trt.plugin_spec``, imported as any module)."""
 import os
 import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "plugin"
-
-
-def load_spec():
-    spec = importlib.util.spec_from_file_location("plugin_spec", str(REPO / "mobilevit_trt" / "plugin_spec.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def find_nvcc():

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugin_helpers import PLUGIN, find_nvcc, load_spec
+from mobilevit_trt import plugin_spec
+from tests.plugin_helpers import PLUGIN, find_nvcc
 
 HEADER = PLUGIN / "kernels" / "mvt_kernels.h"
 BUILD_ARCH = "80"  # one architecture keeps the build short (tensor-core paths need sm_80+)
@@ -114,13 +115,13 @@ def namespace_constants():
 
 
 def test_creators_cover_every_plugin_of_the_spec():
-    spec = load_spec()
+    spec = plugin_spec
     assert set(creators()) == set(spec.SPECS)
 
 
-@pytest.mark.parametrize("op_type", list(load_spec().SPECS))
+@pytest.mark.parametrize("op_type", list(plugin_spec.SPECS))
 def test_creator_fields_match_spec(op_type):
-    spec = load_spec()
+    spec = plugin_spec
     name, version, fields, text, filename = creators()[op_type]
     expected = [(attr, trt_type) for attr, (_, trt_type, _) in spec.SPECS[op_type].items()]
     assert fields == expected, "%s declares %s, plugin_spec.py says %s" % (filename, fields, expected)
@@ -139,7 +140,7 @@ def test_creator_namespace_is_the_spec_namespace():
     REGISTER_TENSORRT_PLUGIN registers under namespace "" (its PluginRegistrar calls registerCreator(instance, "")
     in TensorRT 8.2 .. 11.x), so no glue file may use it; MVT_REGISTER_PLUGIN must set and register kPLUGIN_NAMESPACE.
     """
-    spec = load_spec()
+    spec = plugin_spec
     assert spec.PLUGIN_NAMESPACE, "plugin_spec.PLUGIN_NAMESPACE is empty"
     constants = namespace_constants()
     assert [value for value, _ in constants] == [spec.PLUGIN_NAMESPACE], \

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.plugin_helpers import PLUGIN, find_nvcc, load_spec
+from mobilevit_trt import plugin_spec
+from tests.plugin_helpers import PLUGIN, find_nvcc
 
 ENV_VAR = "MVT_TRT_INCLUDE"
 BUILD_ARCH = "90"  # one architecture keeps the build short; nothing runs on a GPU here
@@ -50,7 +51,7 @@ ONNX_TO_FIELD = {"FLOAT": ("FLOAT32", np.float32), "INT": ("INT32", np.int32)}
 EXAMPLE = {"FLOAT": 0.1767766952966369, "INT": 4}
 
 
-SPEC = load_spec()
+SPEC = plugin_spec
 OPS = list(SPEC.SPECS)
 
 

@@ -146,93 +146,23 @@ class _Analysis(object):
 
     def _eval_uncached(self, t, depth):
         import onnx_graphsurgeon as gs
-        np = self.np
         if isinstance(t, gs.Constant):
-            return np.asarray(t.values)
+            return self.np.asarray(t.values)
         if depth > 64:
             return None
         p = self.producer(t)
         if p is None:
             return None
-        op = p.op
-        if op == "Constant":
+        if p.op == "Constant":
             return _constant_node_value(p)
 
         def arg(i):
             if i >= len(p.inputs):
                 return None
             return self._eval(p.inputs[i], depth + 1)
+        fn = _FOLD.get("arith" if p.op in _ARITH else p.op)
+        return None if fn is None else fn(self, p, arg)
 
-        if op == "Identity":
-            return arg(0)
-        if op == "Cast":
-            v = arg(0)
-            if v is None:
-                return None
-            to = np_dtype(int(p.attrs["to"]))
-            if v.dtype == object:
-                return v if np.issubdtype(to, np.integer) else None
-            return v.astype(to)
-        if op == "Shape":
-            dims = self.dims(p.inputs[0])
-            if dims is None:
-                return None
-            arr = np.array([d if isinstance(d, int) else None for d in dims] + [0], dtype=object)[:-1]
-            start = int(p.attrs.get("start", 0))
-            end = p.attrs.get("end", None)
-            return arr[start:(None if end is None else int(end))]
-        if op == "Gather":
-            data, idx = arg(0), arg(1)
-            if data is None or idx is None or idx.dtype == object:
-                return None
-            return np.take(data, idx.astype(np.int64), axis=int(p.attrs.get("axis", 0)))
-        if op in ("Unsqueeze", "Squeeze"):
-            v = arg(0)
-            if v is None:
-                return None
-            axes = p.attrs.get("axes")
-            if axes is None and len(p.inputs) > 1:
-                a = arg(1)
-                if a is None or a.dtype == object:
-                    return None
-                axes = a.ravel().tolist()
-            if op == "Squeeze":
-                return np.squeeze(v) if axes is None else np.squeeze(v, axis=tuple(int(a) for a in axes))
-            out_rank = v.ndim + len(axes)
-            for a in sorted(int(a) % out_rank for a in axes):
-                v = np.expand_dims(v, a)
-            return v
-        if op == "Concat":
-            parts = [arg(i) for i in range(len(p.inputs))]
-            if any(x is None for x in parts):
-                return None
-            if any(x.dtype == object for x in parts):
-                parts = [x.astype(object) for x in parts]
-            return np.concatenate(parts, axis=int(p.attrs.get("axis", 0)))
-        if op in _ARITH:
-            a, b = arg(0), arg(1)
-            if a is None or b is None:
-                return None
-            if a.dtype != object and b.dtype != object:
-                if op == "Div" and np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
-                    return (np.abs(a) // np.abs(b) * np.sign(a) * np.sign(b)).astype(np.result_type(a, b))
-                return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](a, b)
-            return np.frompyfunc(_ARITH[op], 2, 1)(a.astype(object), b.astype(object))
-        if op == "Slice" and len(p.inputs) >= 3:
-            data, starts, ends = arg(0), arg(1), arg(2)
-            axes = arg(3) if len(p.inputs) > 3 and p.inputs[3].name else None
-            steps = arg(4) if len(p.inputs) > 4 and p.inputs[4].name else None
-            if data is None or starts is None or ends is None:
-                return None
-            if any(x is not None and x.dtype == object for x in (starts, ends, axes, steps)):
-                return None
-            axes = list(range(len(starts))) if axes is None else axes.ravel().tolist()
-            steps = [1] * len(axes) if steps is None else steps.ravel().tolist()
-            sl = [slice(None)] * data.ndim
-            for a, s, e, st in zip(axes, starts.ravel().tolist(), ends.ravel().tolist(), steps):
-                sl[int(a)] = slice(int(s), int(e), int(st))
-            return data[tuple(sl)]
-        return None
 
     def scalar(self, t):
         """Float value of a constant with a single element, else None."""
@@ -344,3 +274,102 @@ def _neg_axis(axis, rank):
     if rank is None:
         return None
     return axis - rank
+
+
+# -- constant folding of the shape-computation ops, one function per op: (analysis, node, arg) -> value or None
+def _fold_identity(an, p, arg):
+    return arg(0)
+
+
+def _fold_cast(an, p, arg):
+    np = an.np
+    v = arg(0)
+    if v is None:
+        return None
+    to = np_dtype(int(p.attrs["to"]))
+    if v.dtype == object:
+        return v if np.issubdtype(to, np.integer) else None
+    return v.astype(to)
+
+
+def _fold_shape(an, p, arg):
+    np = an.np
+    dims = an.dims(p.inputs[0])
+    if dims is None:
+        return None
+    arr = np.array([d if isinstance(d, int) else None for d in dims] + [0], dtype=object)[:-1]
+    start = int(p.attrs.get("start", 0))
+    end = p.attrs.get("end", None)
+    return arr[start:(None if end is None else int(end))]
+
+
+def _fold_gather(an, p, arg):
+    np = an.np
+    data, idx = arg(0), arg(1)
+    if data is None or idx is None or idx.dtype == object:
+        return None
+    return np.take(data, idx.astype(np.int64), axis=int(p.attrs.get("axis", 0)))
+
+
+def _fold_squeeze(an, p, arg):
+    np = an.np
+    v = arg(0)
+    if v is None:
+        return None
+    axes = p.attrs.get("axes")
+    if axes is None and len(p.inputs) > 1:
+        a = arg(1)
+        if a is None or a.dtype == object:
+            return None
+        axes = a.ravel().tolist()
+    if p.op == "Squeeze":
+        return np.squeeze(v) if axes is None else np.squeeze(v, axis=tuple(int(a) for a in axes))
+    out_rank = v.ndim + len(axes)
+    for a in sorted(int(a) % out_rank for a in axes):
+        v = np.expand_dims(v, a)
+    return v
+
+
+def _fold_concat(an, p, arg):
+    parts = [arg(i) for i in range(len(p.inputs))]
+    if any(x is None for x in parts):
+        return None
+    if any(x.dtype == object for x in parts):
+        parts = [x.astype(object) for x in parts]
+    return an.np.concatenate(parts, axis=int(p.attrs.get("axis", 0)))
+
+
+def _fold_arith(an, p, arg):
+    np = an.np
+    op = p.op
+    a, b = arg(0), arg(1)
+    if a is None or b is None:
+        return None
+    if a.dtype != object and b.dtype != object:
+        if op == "Div" and np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
+            return (np.abs(a) // np.abs(b) * np.sign(a) * np.sign(b)).astype(np.result_type(a, b))
+        return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](a, b)
+    return np.frompyfunc(_ARITH[op], 2, 1)(a.astype(object), b.astype(object))
+
+
+def _fold_slice(an, p, arg):
+    if len(p.inputs) < 3:
+        return None
+    data, starts, ends = arg(0), arg(1), arg(2)
+    axes = arg(3) if len(p.inputs) > 3 and p.inputs[3].name else None
+    steps = arg(4) if len(p.inputs) > 4 and p.inputs[4].name else None
+    if data is None or starts is None or ends is None:
+        return None
+    if any(x is not None and x.dtype == object for x in (starts, ends, axes, steps)):
+        return None
+    axes = list(range(len(starts))) if axes is None else axes.ravel().tolist()
+    steps = [1] * len(axes) if steps is None else steps.ravel().tolist()
+    sl = [slice(None)] * data.ndim
+    for a, s, e, st in zip(axes, starts.ravel().tolist(), ends.ravel().tolist(), steps):
+        sl[int(a)] = slice(int(s), int(e), int(st))
+    return data[tuple(sl)]
+
+
+_FOLD = {"Identity": _fold_identity, "Cast": _fold_cast, "Shape": _fold_shape, "Gather": _fold_gather,
+         "Unsqueeze": _fold_squeeze, "Squeeze": _fold_squeeze, "Concat": _fold_concat, "arith": _fold_arith,
+         "Slice": _fold_slice}

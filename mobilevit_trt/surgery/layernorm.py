@@ -63,6 +63,26 @@ def _match_decomposed_layernorm(an, mean1):
         raise _NoMatch("not a ReduceMean over the last axis")
     if an.rank(x) is not None and an.rank(x) < 2:
         raise _NoMatch("input rank < 2")
+    nodes, d, norm, std, eps = _match_variance(an, x, mean1)
+    _match_normalisation(an, nodes, d, norm, std)
+    gamma, gamma_t, beta, beta_t, y = _match_affine(an, x, norm.outputs[0], nodes)
+    c = an.last_dim(x)
+    if c is None:
+        c = gamma.size if gamma is not None else (beta.size if beta is not None else None)
+    if c is None:
+        raise _NoMatch("channel count unknown (no shape, no gamma/beta)")
+    if gamma is not None and beta is not None and gamma.size != beta.size:
+        raise _NoMatch("gamma and beta sizes differ")
+    internal = [t for n in nodes for t in n.outputs if t is not y]
+    if not _private(an, internal, nodes):
+        raise _NoMatch("an intermediate tensor is used outside the pattern")
+    return dict(x=x, y=y, nodes=nodes, eps=eps, c=c, gamma=gamma, gamma_t=gamma_t, beta=beta, beta_t=beta_t,
+                form="decomposed")
+
+
+def _match_variance(an, x, mean1):
+    """mean -> x - mean -> (x - mean)^2 -> mean -> + eps -> sqrt: ``(nodes, x - mean, normalisation node, std,
+    eps)``."""
     nodes = [mean1]
     mu = mean1.outputs[0]
     sub = an.single_consumer(mu)
@@ -100,7 +120,11 @@ def _match_decomposed_layernorm(an, mean1):
     if sqrt is None or sqrt.op != "Sqrt":
         raise _NoMatch("no Sqrt after var + eps")
     nodes.append(sqrt)
-    std = sqrt.outputs[0]
+    return nodes, d, norm, sqrt.outputs[0], eps
+
+
+def _match_normalisation(an, nodes, d, norm, std):
+    """(x - mean) / std, or (x - mean) * Reciprocal(std); appends the nodes it matched."""
     if norm.op == "Div":
         if norm.inputs[0] is not d or norm.inputs[1] is not std:
             raise _NoMatch("normalisation is not (x - mean) / std")
@@ -116,10 +140,13 @@ def _match_decomposed_layernorm(an, mean1):
             raise _NoMatch("normalisation Mul does not use Reciprocal(std)")
         nodes.append(recip)
     nodes.append(norm)
-    y = norm.outputs[0]
+
+
+def _match_affine(an, x, y, nodes):
+    """The optional ``* gamma`` and ``+ beta`` after the normalisation: ``(gamma, gamma tensor, beta, beta
+    tensor, output)``; appends the nodes it matched."""
     c = an.last_dim(x)
-    gamma = beta = None
-    gamma_t = beta_t = None
+    gamma = beta = gamma_t = beta_t = None
     nxt = an.single_consumer(y)
     if nxt is not None and nxt.op == "Mul":
         other = _other_input(nxt, y)
@@ -137,17 +164,7 @@ def _match_decomposed_layernorm(an, mean1):
             beta, beta_t = b, other
             nodes.append(nxt)
             y = nxt.outputs[0]
-    if c is None:
-        c = gamma.size if gamma is not None else (beta.size if beta is not None else None)
-    if c is None:
-        raise _NoMatch("channel count unknown (no shape, no gamma/beta)")
-    if gamma is not None and beta is not None and gamma.size != beta.size:
-        raise _NoMatch("gamma and beta sizes differ")
-    internal = [t for n in nodes for t in n.outputs if t is not y]
-    if not _private(an, internal, nodes):
-        raise _NoMatch("an intermediate tensor is used outside the pattern")
-    return dict(x=x, y=y, nodes=nodes, eps=eps, c=c, gamma=gamma, gamma_t=gamma_t, beta=beta, beta_t=beta_t,
-                form="decomposed")
+    return gamma, gamma_t, beta, beta_t, y
 
 
 def _match_native_layernorm(an, node):

@@ -1,10 +1,5 @@
 """Tests that need a CUDA GPU; each skips itself with the reason when what it needs is missing."""
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def pytest_configure(config):
@@ -13,7 +8,8 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="module")
 def chk():
-    """benchmark/gpu_cuda_helpers_check.py as a module, once cuda-python, a GPU and CuPy are there."""
+    """benchmark/gpu_cuda_helpers_check.py as a module (``benchmark`` is a package: the repository root is on
+    sys.path under ``python -m pytest``), once cuda-python, a GPU and CuPy are there."""
     from mobilevit_trt import cuda
     cudart, why = cuda.import_cudart()
     if cudart is None:
@@ -23,11 +19,8 @@ def chk():
     except cuda.CudaUnavailable as e:
         pytest.skip(str(e))
     pytest.importorskip("cupy", reason="needs CuPy for the test kernels")
-    spec = importlib.util.spec_from_file_location("gpu_cuda_helpers_check",
-                                                  str(REPO / "benchmark" / "gpu_cuda_helpers_check.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmark import gpu_cuda_helpers_check
+    return gpu_cuda_helpers_check
 
 
 @pytest.fixture(scope="module")

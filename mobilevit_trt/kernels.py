@@ -1,12 +1,19 @@
-"""ctypes binding of the kernels-only library (``make -C plugin kernels`` -> plugin/build/libmvt_kernels.so).
+"""ctypes binding of the plugin kernels' C ABI: the kernels-only library built from the repository's plugin/
+sources (``make -C plugin kernels`` -> plugin/build/libmvt_kernels.so; ``$MVT_KERNELS_LIB`` overrides the path).
 
 Used by tests/gpu/test_plugin_kernels.py and benchmark/bench_plugins.py. Tensors are torch CUDA tensors; work is
 enqueued on ``torch.cuda.current_stream()`` (so it can be captured into a CUDA graph), and every non-zero status
 raises :class:`KernelError`. Nothing is loaded at import time.
+
+The library is built from plugin/kernels/*.cu of a checkout, so it is looked up in plugin/ beside this package
+(the repository root of an editable install, ``pip install -e .``); an installed copy without the checkout needs
+``$MVT_KERNELS_LIB`` (or ``MvtKernels(path)``) and otherwise gets a :class:`UserError` that says so.
 """
 import ctypes
 import os
 from pathlib import Path
+
+from .errors import UserError
 
 DTYPE_FLOAT32 = 0
 DTYPE_FLOAT16 = 1
@@ -14,7 +21,31 @@ ATTN_AUTO = 0
 ATTN_SIMT = 1
 ABI_VERSION = 1
 
-DEFAULT_LIBRARY = Path(__file__).resolve().parent / "build" / "libmvt_kernels.so"
+ENV_LIBRARY = "MVT_KERNELS_LIB"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_DIR = REPO_ROOT / "plugin"
+HEADER = PLUGIN_DIR / "kernels" / "mvt_kernels.h"
+DEFAULT_LIBRARY = PLUGIN_DIR / "build" / "libmvt_kernels.so"
+BUILD_HINT = "make -C plugin kernels"
+
+
+def plugin_dir():
+    """The repository's plugin/ folder (the kernels' .cu sources and their build folder); UserError when this
+    package is not in a checkout (a non-editable install)."""
+    if not HEADER.is_file():
+        raise UserError("the plugin kernel sources are not there (%s not found): the kernels library is built from "
+                        "a repository checkout (%s), so install the checkout editable (pip install -e .) or set "
+                        "%s to a built libmvt_kernels.so" % (HEADER, BUILD_HINT, ENV_LIBRARY))
+    return PLUGIN_DIR
+
+
+def library_path():
+    """$MVT_KERNELS_LIB, else plugin/build/libmvt_kernels.so of the checkout (UserError without one)."""
+    env = os.environ.get(ENV_LIBRARY)
+    if env:
+        return Path(env)
+    plugin_dir()  # outside a checkout: say so, rather than "not built"
+    return DEFAULT_LIBRARY
 
 
 class KernelError(RuntimeError):
@@ -23,11 +54,6 @@ class KernelError(RuntimeError):
     def __init__(self, what, status, text):
         super().__init__("%s failed: status %d (%s)" % (what, status, text))
         self.status = status
-
-
-def library_path():
-    """$MVT_KERNELS_LIB, else plugin/build/libmvt_kernels.so."""
-    return Path(os.environ.get("MVT_KERNELS_LIB", str(DEFAULT_LIBRARY)))
 
 
 def _dtype_code(dtype):
@@ -46,7 +72,7 @@ class MvtKernels:
     def __init__(self, path=None):
         self.path = Path(path) if path is not None else library_path()
         if not self.path.is_file():
-            raise FileNotFoundError("%s not found: build it first with `make -C plugin kernels`" % self.path)
+            raise UserError("%s not found: build it first with `%s`" % (self.path, BUILD_HINT))
         lib = ctypes.CDLL(str(self.path))
         i32, i64, f32, vp = ctypes.c_int32, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
         lib.mvt_kernels_abi_version.restype = i32
@@ -71,7 +97,8 @@ class MvtKernels:
         self.lib = lib
         abi = lib.mvt_kernels_abi_version()
         if abi != ABI_VERSION:
-            raise RuntimeError("%s has ABI version %d, this binding expects %d" % (self.path, abi, ABI_VERSION))
+            raise UserError("%s has ABI version %d, this binding expects %d: rebuild it (`%s`)"
+                            % (self.path, abi, ABI_VERSION, BUILD_HINT))
 
     # ---------------------------------------------------------------- raw
     def status_string(self, status):

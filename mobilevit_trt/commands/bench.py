@@ -1,0 +1,67 @@
+"""Stage 4: latency/throughput of a TensorRT engine per batch size, and its output error against reference data.
+
+Examples:
+  python test_trt.py --trt_path target/MobileViT_b4.trt --batch 4 --data benchmark/data
+  python test_trt.py --trt_path target/MobileViT_dynamic_opt_plugin_int8.trt --dynamic --cudaGraph --ProfilerLayer
+  python test_trt.py --trt_path target/dyn.trt --data benchmark/data --results-file runs/trt.csv
+
+The ``mobilevit-trt bench`` command; ``python test_trt.py`` (repository root) runs the same ``main``.
+"""
+from mobilevit_trt import cli
+
+PROG = "test_trt.py"  # the parser's name when run as the root script; mobilevit-trt passes its own
+LAYER_ROWS = 25  # per-layer table: the slowest N layers, then the rest summed
+
+
+def build_parser(prog=PROG):
+    p = cli.make_parser(__doc__.splitlines()[0], prog=prog)
+    cli.add_trt_run_args(p)
+    return p
+
+
+def main(argv=None, prog=PROG):
+    args = build_parser(prog).parse_args(argv)
+    from mobilevit_trt.errors import UserError
+    if not args.trt_path:
+        raise UserError("--trt_path is required")
+    if args.warmup < 0:
+        raise UserError("--warmup must be >= 0")
+    cli.check_outputs(results_file=args.results_file)
+    cli.require_file(args.trt_path, "engine")
+    from mobilevit_trt import report
+    from mobilevit_trt.bench import TABLE_COLUMNS, TABLE_HEADERS
+    from mobilevit_trt.runtime import benchmark_engine
+
+    rows, meta, layers = benchmark_engine(args.trt_path, data=args.data, batches=args.batch, warmup=args.warmup,
+                                          iters=args.iters, cuda_graph=args.cuda_graph,
+                                          profile_layers=args.profile_layers, atol=args.atol, plugins=args.plugin,
+                                          verbose=args.verbose)
+    side = meta.get("sidecar") or {}
+    if args.dynamic and not side.get("dynamic", True):
+        print("note: --dynamic given, but the engine has a static batch")
+    dev = meta["device"]
+    trt_name = "%s %s" % ("TensorRT-RTX" if meta["tensorrt"]["flavour"] == "tensorrt_rtx" else "TensorRT",
+                          meta["tensorrt"]["version"])
+    print("%s on %s (compute %s); %s engine%s; %d warm-up + %d timed runs%s; latency = GPU time per run" % (
+        trt_name, dev["name"], dev["compute_capability"], side.get("precision", "?"),
+        "" if side else " (no sidecar)", args.warmup, args.iters, ", CUDA graphs" if meta["cuda_graph"] else
+        (", CUDA graphs asked for but not used (the graph column says why per batch)" if args.cuda_graph else "")))
+    print(report.format_table(rows, TABLE_COLUMNS, TABLE_HEADERS))
+    print("verdict: max abs diff <= %g (abs diff = |TensorRT - reference logits|)" % meta["atol"])
+    for batch, table in layers:
+        top = table[:LAYER_ROWS]
+        rest = table[LAYER_ROWS:]
+        if rest:
+            top = top + [{"layer": "(%d more layers)" % len(rest), "ms": sum(r["ms"] for r in rest),
+                          "share_pct": sum(r["share_pct"] for r in rest), "calls": None}]
+        print()
+        print(report.format_table(top, ["layer", "ms", "share_pct"], {"ms": "ms/run", "share_pct": "share %"},
+                                  title="per-layer times, batch %d (sum %.3f ms/run)" % (
+                                      batch, sum(r["ms"] for r in table))))
+    if args.results_file:
+        meta["layers"] = [{"batch": b, "layers": t} for b, t in layers]
+        report.write_results(args.results_file, rows, meta=meta)
+        print("results: %s" % args.results_file)
+    failed = [r for r in rows if r.get("verdict") == "FAILED"]
+    return 1 if failed else 0
+

@@ -1,0 +1,54 @@
+"""Run every stage this machine supports on one model, into one run folder, and write one report.
+
+Stages: export (base and --opt, static and dynamic) -> graph surgery -> FP16 and INT8 variants (each checked in
+ONNX Runtime) -> engine builds (TensorRT if present, else TensorRT-RTX ahead-of-time on the CPU) -> with TensorRT
+and a GPU, engine benchmarks -> accuracy of every variant -> ONNX Runtime CPU latency -> summary.md, JSON, CSV,
+PNG plots.  Stages this machine cannot run are listed as skipped with the reason.  Re-running skips stages whose
+inputs did not change (content hash) unless --force.
+
+The ``mobilevit-trt pipeline`` command; ``python pipeline.py`` (repository root) runs the same ``main``.
+"""
+import os
+import sys
+
+from mobilevit_trt import cli
+
+PROG = "pipeline.py"  # the parser's name when run as the root script; mobilevit-trt passes its own
+
+
+def build_parser(prog=PROG):
+    p = cli.make_parser(__doc__.splitlines()[0], prog=prog)
+    p.add_argument("--model_path", "--model-path", dest="model_path", default=None,
+                   help="checkpoint (default: the shipped default weights)")
+    p.add_argument("--arch", choices=cli.ARCH_CHOICES, default=None, help="default: from the checkpoint")
+    p.add_argument("--out", default="runs/default", help="run folder")
+    p.add_argument("--force", action="store_true", help="re-run every stage")
+    p.add_argument("--data_path", "--data-path", dest="data_path", default=None,
+                   help="held-out evaluation data (LMDB or image folder; default: the default dataset's val split)")
+    p.add_argument("--train_path", "--train-path", dest="train_path", default=None,
+                   help="calibration data source (default: the default dataset's train split)")
+    p.add_argument("--calib-count", type=cli.positive_int, default=100, help="calibration images (as the original)")
+    p.add_argument("--limit", type=cli.positive_int, default=None, help="evaluate only the first N images")
+    p.add_argument("--bench-iters", type=cli.positive_int, default=20, help="timed ONNX Runtime calls per variant and batch (interleaved rounds of 5)")
+    p.add_argument("--opset", type=int, default=13)
+    return p
+
+
+def main(argv=None, prog=PROG):
+    args = build_parser(prog).parse_args(argv)
+    from mobilevit_trt.pipeline import run_pipeline
+    if args.model_path:
+        cli.require_file(args.model_path, "checkpoint")
+    cli.check_outputs(folders={"--out": args.out})
+    results, run = run_pipeline(model_path=args.model_path, arch=args.arch, out=args.out, force=args.force,
+                                data_path=args.data_path, train_path=args.train_path, calib_count=args.calib_count,
+                                acc_limit=args.limit, bench_iters=args.bench_iters, opset=args.opset)
+    from mobilevit_trt.report import format_table
+    print()
+    print(format_table(results["stages"], ["stage", "status", "seconds", "note"]))
+    if run.failed:
+        print("\nFAILED stages: %s" % ", ".join(run.failed), file=sys.stderr)
+        return 1
+    print("\nsummary: %s" % os.path.join(run.run_dir, "summary.md"))
+    return 0
+
