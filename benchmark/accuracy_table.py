@@ -68,8 +68,11 @@ def main(argv=None):
                       "runtime": "ONNX Runtime CPUExecutionProvider (default graph optimizations)",
                       "calibration": "%d images of %s (seeded random pick, seed 0)" % (
                           args.calib_count, args.train_path or _default("train"))},
-             "rows": table_rows([r for r in results["accuracy"] if r["variant"] in rows],
+             "rows": table_rows(sorted([r for r in results["accuracy"] if r["variant"] in rows],
+                                       key=lambda r: rows.index(r["variant"])),
                                 lambda name: files.get(name) or (args.model_path if name == "torch_fp32" else None))}
+    import onnxruntime
+    table["meta"]["onnxruntime"] = onnxruntime.__version__
     md = markdown_table(table["rows"])
     print("\n" + md)
     out = args.results_file or os.path.join(args.out, "accuracy.json")

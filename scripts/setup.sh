@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install the toolkit's dependencies.
+# Create .venv, install the toolkit's dependencies, then the toolkit itself (editable, no dependency resolution:
+# the requirements files pin the versions) with its console script `mobilevit-trt`.
 #   bash scripts/setup.sh              # CPU stages + TensorRT-RTX (builds engines on a CPU-only machine)
 #   bash scripts/setup.sh --cpu-only   # CPU stages only (export, surgery, ONNX Runtime checks, data, accuracy)
 # PYTHON=python3.11 picks the interpreter; VENV=path picks the environment folder.
@@ -17,4 +18,12 @@ fi
 if [ "${1:-}" != "--cpu-only" ]; then
   "$VENV/bin/python" -m pip install -q -r requirements-engine.txt
 fi
-"$VENV/bin/python" -c "import torch, onnx, onnxruntime; print('setup ok: torch %s, onnx %s, onnxruntime %s' % (torch.__version__, onnx.__version__, onnxruntime.__version__))"
+# The package: `import mobilevit_trt, MobileViT_Pytorch` from anywhere, benchmark/*.py run as scripts, and the
+# `mobilevit-trt` command. Built in this environment (--no-build-isolation: nothing fetched), which needs
+# setuptools >= 70.1 (editable installs from pyproject.toml without the separate 'wheel' package; venvs of
+# Python >= 3.12 have no setuptools at all, older ones an older setuptools).
+if ! "$VENV/bin/python" -c "import setuptools, sys; sys.exit(tuple(int(p) for p in setuptools.__version__.split('.')[:2]) < (70, 1))" 2>/dev/null; then
+  "$VENV/bin/python" -m pip install -q "setuptools>=70.1"
+fi
+"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+"$VENV/bin/python" -c "import torch, onnx, onnxruntime, mobilevit_trt; print('setup ok: torch %s, onnx %s, onnxruntime %s, mobilevit_trt %s' % (torch.__version__, onnx.__version__, onnxruntime.__version__, mobilevit_trt.__version__))"

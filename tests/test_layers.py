@@ -1,7 +1,8 @@
 """The import layers, checked on the source (AST, every import including those inside functions).
 
     scripts            convert_to_onnx.py ... pipeline.py, benchmark/*.py    may import everything below
-    commands           mobilevit_trt.commands (the CLI of every stage)      may import the model package, library
+    commands           mobilevit_trt.commands (the CLI of every stage),     may import the model package, library
+                       mobilevit_trt.__main__
     model package      MobileViT_Pytorch (model, checkpoints, QAT, train)   may import the library
     library            mobilevit_trt (everything but .commands)             imports none of the above
 
@@ -24,7 +25,7 @@ def _module_name(path):
 def _layer(module):
     if module.split(".")[0] in SCRIPTS or module.startswith("benchmark"):
         return 3, "scripts"
-    if module == "mobilevit_trt.commands" or module.startswith("mobilevit_trt.commands."):
+    if module in ("mobilevit_trt.commands", "mobilevit_trt.__main__") or module.startswith("mobilevit_trt.commands."):
         return 2, "commands"
     if module.split(".")[0] == "MobileViT_Pytorch":
         return 1, "model package"

@@ -1,11 +1,15 @@
 """User errors end in one ``error: ...`` line and exit 1, before any expensive work, with nothing left behind;
 checkpoints are never unpickled beyond tensors; every script's --help shows each default once; exporting
-without --model_path uses the shipped default weights; a QAT checkpoint exports as its Q/DQ graph."""
+without --model_path uses the shipped default weights; a QAT checkpoint exports as its Q/DQ graph; the
+``mobilevit-trt`` command runs each stage's parser under its own name."""
 import glob
 import os
 import pickle
 import re
 import stat
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import onnx
@@ -372,7 +376,7 @@ def test_random_init_only_on_request(tmp_path, default_onnx):
 
 # --------------------------------------------------------------------------------------------- 6. --help
 SCRIPTS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "*.py"))
-                 + glob.glob(os.path.join(ROOT, "benchmark", "*.py"))
+                 + [b for b in glob.glob(os.path.join(ROOT, "benchmark", "*.py")) if not b.endswith("__init__.py")]
                  + [os.path.join(ROOT, "MobileViT_Pytorch", "qat.py"), os.path.join(ROOT, "MobileViT_Pytorch",
                                                                                    "train.py")])
 STATES_DEFAULT = re.compile(r"(?i)\bdefault\b\s*[:(]|\(default\b")
@@ -402,9 +406,57 @@ def test_help_states_each_default_once(script):
     assert not twice, twice
 
 
-# -------------------------------------------------------------------------------------------- 7. class names
+# ------------------------------------------------------------------------------ 7. the mobilevit-trt command
+COMMANDS = {"export": "convert_to_onnx.py", "fuse": "onnx_add_plugin.py", "build": "convert_to_trt.py",
+            "bench": "test_trt.py", "accuracy": "test_trt_precision.py", "pipeline": "pipeline.py"}
+
+
+def test_command_help_lists_every_command():
+    r = run_script(["-m", "mobilevit_trt", "--help"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: python -m mobilevit_trt <command> [options]"), r.stdout
+    listed = {}
+    for line in r.stdout.splitlines():
+        words = line.split()
+        if len(words) > 2 and words[0] in COMMANDS:
+            listed[words[0]] = words[1]
+    assert listed == COMMANDS, r.stdout
+
+
+@pytest.mark.parametrize("args, needle", [(["frobnicate"], "unknown command 'frobnicate'"), ([], "no command given"),
+                                          (["--batch", "4"], "takes the command first")])
+def test_command_user_errors_one_line(args, needle):
+    r = run_script(["-m", "mobilevit_trt"] + args, timeout=120)
+    assert_one_error_line(r, needle)
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_command_and_root_script_are_one_parser(command):
+    """``mobilevit-trt <command>`` and the root script of that stage: the same options, each under its own name."""
+    script = run_script([COMMANDS[command], "--help"], timeout=120)
+    sub = run_script(["-m", "mobilevit_trt", command, "--help"], timeout=120)
+    assert script.returncode == 0 and sub.returncode == 0, script.stderr + sub.stderr
+    assert script.stdout.startswith("usage: %s " % COMMANDS[command]), script.stdout[:200]
+    assert sub.stdout.startswith("usage: python -m mobilevit_trt %s " % command), sub.stdout[:200]
+    assert _option_help(script.stdout) == _option_help(sub.stdout)
+
+
+def test_console_script_names_itself():
+    """The installed entry point (scripts/setup.sh: pip install -e .) is ``mobilevit-trt``, and so is its prog."""
+    exe = os.path.join(os.path.dirname(sys.executable), "mobilevit-trt")
+    if not os.path.isfile(exe):
+        pytest.skip("the package is not installed in this environment (pip install -e .): no %s" % exe)
+    r = subprocess.run([exe, "export", "--help"], cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: mobilevit-trt export "), r.stdout[:200]
+
+
+# -------------------------------------------------------------------------------------------- 8. class names
 OWNED = (["mobilevit_trt/fileio.py", "mobilevit_trt/cli.py", "mobilevit_trt/export.py", "convert_to_onnx.py",
           "onnx_add_plugin.py", "test_trt_precision.py", "test_trt.py"]
+         + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "mobilevit_trt", "commands", "*.py")))
          + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "benchmark", "*.py")))
          + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "MobileViT_Pytorch", "*.py"))))
 

@@ -15,23 +15,23 @@ PROG = "mobilevit-trt"
 
 # (command, its module in this package, the original project's script, one line for --help)
 COMMANDS = (
-    ("export", "export", "convert_to_onnx.py", "stage 1: a checkpoint -> ONNX (static or dynamic, base or --opt, "
-                                               "Q/DQ for QAT), verified"),
-    ("fuse", "fuse", "onnx_add_plugin.py", "stage 2: LayerNorm / attention subgraphs -> plugin nodes, verified"),
+    ("export", "export", "convert_to_onnx.py", "stage 1: checkpoint -> ONNX (static/dynamic, --opt, Q/DQ for QAT)"),
+    ("fuse", "fuse", "onnx_add_plugin.py", "stage 2: LayerNorm / attention subgraphs -> plugin nodes"),
     ("build", "build", "convert_to_trt.py", "stage 3: ONNX -> TensorRT engine (FP32/FP16/INT8, profiles, plugins)"),
-    ("bench", "bench", "test_trt.py", "stage 4: an engine's latency per batch size and its error vs reference data"),
-    ("accuracy", "accuracy", "test_trt_precision.py", "stage 5: top-1/top-5 of an engine, an ONNX file or a "
-                                                      "checkpoint"),
+    ("bench", "bench", "test_trt.py", "stage 4: engine latency per batch size, error vs reference data"),
+    ("accuracy", "accuracy", "test_trt_precision.py", "stage 5: top-1/top-5 of an engine, ONNX file or checkpoint"),
     ("pipeline", "pipeline", "pipeline.py", "every stage this machine supports -> one run folder, one report"),
 )
 
 
 def usage(prog=PROG):
     width = max(len(c[0]) for c in COMMANDS)
+    swidth = max(len(c[2]) for c in COMMANDS)
     lines = ["usage: %s <command> [options]" % prog, "",
-             "MobileViT -> ONNX -> TensorRT, one command per stage (the root script of the same stage runs the "
-             "same code).", "", "commands:"]
-    lines += ["  %-*s  %s  (= %s)" % (width, name, text, script) for name, _, script, text in COMMANDS]
+             "MobileViT -> ONNX -> TensorRT, one command per stage; each runs the same code as the original "
+             "project's", "script of that stage (python <script> [options] from the repository root).", "",
+             "  %-*s  %-*s  %s" % (width, "command", swidth, "script", "what")]
+    lines += ["  %-*s  %-*s  %s" % (width, name, swidth, script, text) for name, _, script, text in COMMANDS]
     lines += ["", "options:", "  -h, --help  show this message and exit", "  --version   print the version and exit",
               "", "'%s <command> --help' lists a command's options." % prog]
     return "\n".join(lines)

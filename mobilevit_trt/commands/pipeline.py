@@ -36,13 +36,16 @@ def build_parser(prog=PROG):
 
 def main(argv=None, prog=PROG):
     args = build_parser(prog).parse_args(argv)
+    from MobileViT_Pytorch.source import CheckpointSource
     from mobilevit_trt.pipeline import run_pipeline
+    from mobilevit_trt.plan import build_plan
     if args.model_path:
         cli.require_file(args.model_path, "checkpoint")
     cli.check_outputs(folders={"--out": args.out})
-    results, run = run_pipeline(model_path=args.model_path, arch=args.arch, out=args.out, force=args.force,
-                                data_path=args.data_path, train_path=args.train_path, calib_count=args.calib_count,
-                                acc_limit=args.limit, bench_iters=args.bench_iters, opset=args.opset)
+    results, run = run_pipeline(CheckpointSource(args.model_path, args.arch), out=args.out,
+                                plan=build_plan(opset=args.opset), force=args.force, data_path=args.data_path,
+                                train_path=args.train_path, calib_count=args.calib_count, acc_limit=args.limit,
+                                bench_iters=args.bench_iters)
     from mobilevit_trt.report import format_table
     print()
     print(format_table(results["stages"], ["stage", "status", "seconds", "note"]))

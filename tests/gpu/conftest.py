@@ -9,7 +9,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="module")
 def chk():
     """benchmark/gpu_cuda_helpers_check.py as a module (``benchmark`` is a package: the repository root is on
-    sys.path under ``python -m pytest``), once cuda-python, a GPU and CuPy are there."""
+    the import path under ``python -m pytest``), once cuda-python, a GPU and CuPy are there."""
     from mobilevit_trt import cuda
     cudart, why = cuda.import_cudart()
     if cudart is None:
