@@ -1,12 +1,8 @@
 #!/usr/bin/env python3
 """Stage 2: replace LayerNorm and self-attention subgraphs of an ONNX model with LayerNorm / Attention plugin nodes.
 
-Examples:
-  python onnx_add_plugin.py --input_path target/MobileViT_b4.onnx --save_path target/MobileViT_b4_plugin.onnx
-  python onnx_add_plugin.py --input_path target/MobileViT_dynamic_opt.onnx \
-      --save_path target/MobileViT_dynamic_opt_plugin.onnx --plugins attention --report target/surgery.json
-
-The same command as ``mobilevit-trt fuse``: its code is mobilevit_trt/commands/fuse.py.
+The original project's command, kept as a thin shim: the same ``main`` as ``mobilevit-trt fuse`` (code, examples
+and options in mobilevit_trt/commands/fuse.py; ``python onnx_add_plugin.py --help``).
 """
 from mobilevit_trt import cli
 from mobilevit_trt.commands.fuse import main

@@ -28,6 +28,7 @@ Examples:
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
@@ -435,25 +436,46 @@ def _freeze_bn(model):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from MobileViT_Pytorch import train as T
-    from MobileViT_Pytorch.checkpoint import DEFAULT_WEIGHTS, load_model, read_checkpoint
-    from mobilevit_trt.fileio import write_json
-
     cli.check_outputs(files={"--save_path": None if args.export_only else args.save_path,
                              "--onnx_path": args.onnx_path, "--results-file": args.results_file})
     if args.export_only:
-        if not args.model_path or not args.onnx_path:
-            raise UserError("--export-only needs --model_path (a QAT checkpoint) and --onnx_path")
-        model, info = load_qat_model(args.model_path, args.img_size)
-        rep = export_qdq_onnx(model, args.onnx_path, batch=args.onnx_batch, dynamic=args.dynamic, opset=args.opset,
-                              img_size=args.img_size)
-        print("saved %s (%s)" % (args.onnx_path, ", ".join("%s %d" % kv for kv in rep["qdq"].items())))
-        if args.results_file:
-            write_json(args.results_file, rep)
-        return 0
+        return _export_only(args)
 
     if not args.save_path:
         raise UserError("give --save_path for the QAT checkpoint")
+    run = _prepare_run(args)
+    t0 = time.time()
+    before = _calibrate_and_evaluate(args, run)
+    history = [{"epoch": 0, "val": before}]
+    if args.epochs > 0:
+        _fine_tune(args, run, history)
+    final = history[-1]["val"]
+    elapsed = time.time() - t0
+    _save_qat_checkpoint(args, run, final, before, elapsed)
+    _export_and_report(args, history, final, elapsed)
+    return 0
+
+
+def _export_only(args):
+    """main --export-only: a QAT checkpoint -> Q/DQ ONNX."""
+    from mobilevit_trt.fileio import write_json
+
+    if not args.model_path or not args.onnx_path:
+        raise UserError("--export-only needs --model_path (a QAT checkpoint) and --onnx_path")
+    model, info = load_qat_model(args.model_path, args.img_size)
+    rep = export_qdq_onnx(model, args.onnx_path, batch=args.onnx_batch, dynamic=args.dynamic, opset=args.opset,
+                          img_size=args.img_size)
+    print("saved %s (%s)" % (args.onnx_path, ", ".join("%s %d" % kv for kv in rep["qdq"].items())))
+    if args.results_file:
+        write_json(args.results_file, rep)
+    return 0
+
+
+def _prepare_run(args):
+    """main: seed, device, the float model (quantized), the data splits and the held-out loader."""
+    from MobileViT_Pytorch import train as T
+    from MobileViT_Pytorch.checkpoint import DEFAULT_WEIGHTS, load_model, read_checkpoint
+
     model_path = args.model_path or DEFAULT_WEIGHTS
     T.set_seed(args.seed)
     device = T.resolve_device(args.device)
@@ -466,62 +488,83 @@ def main(argv=None):
     workers = args.workers if args.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
     model = quantize_model(model.to(device), quant_act=not args.weights_only)
     val_loader = T.make_loader(T.TorchImageDataset(val_ds), args.batch, False, workers, args.seed)
-    t0 = time.time()
+    return SimpleNamespace(T=T, model_path=model_path, device=device, model=model, info=info, base_meta=base_meta,
+                           train_ds=train_ds, workers=workers, val_loader=val_loader)
+
+
+def _calibrate_and_evaluate(args, run):
+    """main: activation amax calibration (unless --weights-only), then the fake-quant model's held-out accuracy."""
+    T, model, device = run.T, run.model, run.device
     amax = {}
     if not args.weights_only:
-        calib_loader = T.make_loader(T.TorchImageDataset(train_ds), args.batch, True, workers, args.seed + 1000)
+        calib_loader = T.make_loader(T.TorchImageDataset(run.train_ds), args.batch, True, run.workers,
+                                     args.seed + 1000)
         amax = calibrate_activations(model, _calib_iter(calib_loader, args.calib_batches), args.calib, device)
         print("calibrated %d activation quantizers (%s, %d batches of %d training images)"
               % (len(amax), args.calib, args.calib_batches, args.batch))
-    before = T.evaluate(model, val_loader, device)
+    before = T.evaluate(model, run.val_loader, device)
     print("fake-quant model before fine-tuning: val top-1 %.2f%% top-5 %.2f%%" % (before["acc1"], before["acc5"]))
-    history = [{"epoch": 0, "val": before}]
-    if args.epochs > 0:
-        train_view = T.TorchImageDataset(train_ds, augment=True, seed=args.seed, min_scale=args.min_scale)
-        optimizer = T.build_optimizer(model, "adamw", args.lr, args.weight_decay)
-        criterion = nn.CrossEntropyLoss(label_smoothing=args.smoothing)
-        steps = len(train_ds) // args.batch
-        if args.max_steps:
-            steps = min(steps, args.max_steps)
-        total = steps * args.epochs
-        step = 0
-        for epoch in range(args.epochs):
-            train_view.epoch = epoch
-            loader = T.make_loader(train_view, args.batch, True, workers, args.seed + epoch, drop_last=True)
-            model.train()
-            if not args.train_bn:
-                _freeze_bn(model)
+    return before
 
-            def lr_at(s):
-                return T.cosine_lr(s, total, args.lr, 0, args.lr * 0.01)
-            stats, step = _train_epoch_keep_bn(T, model, loader, optimizer, criterion, device, lr_at, step,
-                                               args.max_steps, args.train_bn)
-            val = T.evaluate(model, val_loader, device)
-            history.append({"epoch": epoch + 1, "train": stats, "val": val})
-            print("QAT epoch %d/%d  loss %.4f  %5.0f img/s | val top-1 %.2f%% top-5 %.2f%%" % (
-                epoch + 1, args.epochs, stats["loss"], stats["img_per_s"], val["acc1"], val["acc5"]))
-            sys.stdout.flush()
-    final = history[-1]["val"]
-    elapsed = time.time() - t0
-    sd, amax = qat_state(model)
+
+def _fine_tune(args, run, history):
+    """main: the QAT epochs, each evaluated on the held-out split and appended to ``history``."""
+    T, model, device, train_ds, workers = run.T, run.model, run.device, run.train_ds, run.workers
+    train_view = T.TorchImageDataset(train_ds, augment=True, seed=args.seed, min_scale=args.min_scale)
+    optimizer = T.build_optimizer(model, "adamw", args.lr, args.weight_decay)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.smoothing)
+    steps = len(train_ds) // args.batch
+    if args.max_steps:
+        steps = min(steps, args.max_steps)
+    total = steps * args.epochs
+    step = 0
+    for epoch in range(args.epochs):
+        train_view.epoch = epoch
+        loader = T.make_loader(train_view, args.batch, True, workers, args.seed + epoch, drop_last=True)
+        model.train()
+        if not args.train_bn:
+            _freeze_bn(model)
+
+        def lr_at(s):
+            return T.cosine_lr(s, total, args.lr, 0, args.lr * 0.01)
+        stats, step = _train_epoch_keep_bn(T, model, loader, optimizer, criterion, device, lr_at, step,
+                                           args.max_steps, args.train_bn)
+        val = T.evaluate(model, run.val_loader, device)
+        history.append({"epoch": epoch + 1, "train": stats, "val": val})
+        print("QAT epoch %d/%d  loss %.4f  %5.0f img/s | val top-1 %.2f%% top-5 %.2f%%" % (
+            epoch + 1, args.epochs, stats["loss"], stats["img_per_s"], val["acc1"], val["acc5"]))
+        sys.stdout.flush()
+
+
+def _save_qat_checkpoint(args, run, final, before, elapsed):
+    """main: the fine-tuned float weights and the quantizer settings -> --save_path."""
+    from MobileViT_Pytorch.checkpoint import load_model
+
+    sd, amax = qat_state(run.model)
     model_cpu_sd = {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu() for k, v in sd.items()}
-    plain = load_model(model_path, img_size=args.img_size, quiet=True)[0]
+    plain = load_model(run.model_path, img_size=args.img_size, quiet=True)[0]
     plain.load_state_dict(model_cpu_sd, strict=True)
-    extra = {"classes": base_meta.get("classes"), "acc5": final["acc5"], "selection": "last epoch",
+    extra = {"classes": run.base_meta.get("classes"), "acc5": final["acc5"], "selection": "last epoch",
              "qat": {"weights_only": bool(args.weights_only), "num_bits": NUM_BITS,
                      "weight_quant": "per-channel symmetric int8 (axis 0), scale = max|w|/127",
                      "act_quant": None if args.weights_only else
                      "per-tensor symmetric int8 on Conv/Linear inputs, scale = amax/127",
                      "calib": None if args.weights_only else args.calib,
                      "act_amax": amax if not args.weights_only else {},
-                     "base_checkpoint": os.path.basename(model_path), "epochs": args.epochs, "lr": args.lr,
+                     "base_checkpoint": os.path.basename(run.model_path), "epochs": args.epochs, "lr": args.lr,
                      "seconds": round(elapsed, 1), "command": " ".join(sys.argv),
                      "val_before": before["acc1"]}}
-    T.save_checkpoint(args.save_path, plain, info["arch"], info["num_classes"], args.img_size, args.epochs,
-                      final["acc1"], extra)
+    run.T.save_checkpoint(args.save_path, plain, run.info["arch"], run.info["num_classes"], args.img_size,
+                          args.epochs, final["acc1"], extra)
     print("fake-quant val top-1 %.2f%% top-5 %.2f%% (%s); saved %s in %.1f s" % (
         final["acc1"], final["acc5"], "weights only" if args.weights_only else "weights + activations",
         args.save_path, elapsed))
+
+
+def _export_and_report(args, history, final, elapsed):
+    """main: the Q/DQ ONNX of the saved checkpoint (--onnx_path) and the results file."""
+    from mobilevit_trt.fileio import write_json
+
     report = {"history": history, "final_val": final, "seconds": elapsed}
     if args.onnx_path:
         qmodel, _ = load_qat_model(args.save_path, args.img_size)
@@ -530,7 +573,6 @@ def main(argv=None):
         print("saved %s" % args.onnx_path)
     if args.results_file:
         write_json(args.results_file, report)
-    return 0
 
 
 def _train_epoch_keep_bn(T, model, loader, optimizer, criterion, device, lr_at, step, max_steps, train_bn):

@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 from mobilevit_trt import cli
 from mobilevit_trt.errors import UserError
@@ -284,12 +285,17 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    import torch
+    device, amp = _setup_run(args)
+    data = _open_data(args)
+    model = _make_model(args, data, device, amp)
+    history, val, elapsed = _train_loop(args, model, data, device, amp)
+    _save_results(args, model, data, device, history, val, elapsed)
+    return 0
 
-    from MobileViT_Pytorch.checkpoint import load_model
-    from MobileViT_Pytorch.models import build_mobilevit
-    from mobilevit_trt.data import open_dataset
-    from mobilevit_trt.fileio import write_json
+
+def _setup_run(args):
+    """main: output checks, seed, device and bf16 autocast; returns (device, amp)."""
+    import torch
 
     cli.check_outputs(files={"--save_path": args.save_path, "--results-file": args.results_file})
     set_seed(args.seed)
@@ -299,6 +305,13 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return device, amp
+
+
+def _open_data(args):
+    """main: the train/val splits (limited where asked), the classes and the loader workers."""
+    from mobilevit_trt.data import open_dataset
+
     train_path, val_path = resolve_splits(args.data_path, args.train_path, args.val_path)
     train_ds = open_dataset(train_path, img_size=args.img_size)
     val_ds = open_dataset(val_path, img_size=args.img_size)
@@ -313,20 +326,36 @@ def main(argv=None):
     classes = train_ds.classes
     num_classes = len(classes) if classes else 1 + max(train_ds.label(i) for i in range(len(train_ds)))
     workers = args.workers if args.workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+    return SimpleNamespace(train_path=train_path, val_path=val_path, train_ds=train_ds, val_ds=val_ds,
+                           classes=classes, num_classes=num_classes, workers=workers)
+
+
+def _make_model(args, data, device, amp):
+    """main: the model (from --model_path or random init) on ``device``, summarised."""
+    from MobileViT_Pytorch.checkpoint import load_model
+    from MobileViT_Pytorch.models import build_mobilevit
 
     if args.model_path:
-        model, _ = load_model(args.model_path, args.arch, num_classes, args.img_size)
+        model, _ = load_model(args.model_path, args.arch, data.num_classes, args.img_size)
     else:
-        model = build_mobilevit(args.arch, args.img_size, num_classes)
+        model = build_mobilevit(args.arch, args.img_size, data.num_classes)
     model = model.to(device)
     params = sum(p.numel() for p in model.parameters())
     print("MobileViT-%s %dx%d, %d classes, %.2fM params; train %s (%d), val %s (%d); device %s%s, %d workers"
-          % (args.arch.upper(), args.img_size, args.img_size, num_classes, params / 1e6, train_path, len(train_ds),
-             val_path, len(val_ds), device, " bf16" if amp else "", workers))
+          % (args.arch.upper(), args.img_size, args.img_size, data.num_classes, params / 1e6, data.train_path,
+             len(data.train_ds), data.val_path, len(data.val_ds), device, " bf16" if amp else "", data.workers))
+    return model
 
+
+def _train_loop(args, model, data, device, amp):
+    """main: the epochs (evaluated every --eval-every and at the last), then the fp32 held-out accuracy;
+    returns (history, final val, seconds)."""
+    import torch
+
+    train_ds, workers = data.train_ds, data.workers
     train_view = TorchImageDataset(train_ds, augment=not args.no_augment, seed=args.seed, hflip=args.hflip,
                                    min_scale=args.min_scale)
-    val_loader = make_loader(TorchImageDataset(val_ds), args.batch, False, workers, args.seed)
+    val_loader = make_loader(TorchImageDataset(data.val_ds), args.batch, False, workers, args.seed)
     optimizer = build_optimizer(model, args.optimizer, args.lr, args.weight_decay)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.smoothing)
     steps_per_epoch = len(train_ds) // args.batch
@@ -365,17 +394,25 @@ def main(argv=None):
         val = evaluate(model, val_loader, device, amp=False)
     print("final (fp32) val top-1 %.2f%% top-5 %.2f%% on %d images; training took %.1f s"
           % (val["acc1"], val["acc5"], val["count"], elapsed))
-    extra = {"classes": classes, "acc5": val["acc5"], "selection": "last epoch",
+    return history, val, elapsed
+
+
+def _save_results(args, model, data, device, history, val, elapsed):
+    """main: the checkpoint (--save_path) and the training history (--results-file)."""
+    import torch
+    from mobilevit_trt.fileio import write_json
+
+    extra = {"classes": data.classes, "acc5": val["acc5"], "selection": "last epoch",
              "train": {"command": " ".join(sys.argv), "args": vars(args), "seconds": round(elapsed, 1),
                        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-                       "train_path": train_path, "val_path": val_path, "train_images": len(train_ds),
-                       "val_images": len(val_ds)}}
-    save_checkpoint(args.save_path, model, args.arch, num_classes, args.img_size, args.epochs, val["acc1"], extra)
+                       "train_path": data.train_path, "val_path": data.val_path,
+                       "train_images": len(data.train_ds), "val_images": len(data.val_ds)}}
+    save_checkpoint(args.save_path, model, args.arch, data.num_classes, args.img_size, args.epochs, val["acc1"],
+                    extra)
     print("saved %s (%.1f MB)" % (args.save_path, os.path.getsize(args.save_path) / 1e6))
     if args.results_file:
         write_json(args.results_file, {"history": history, "final_val": val, "seconds": elapsed,
                                        "checkpoint": os.path.abspath(args.save_path)})
-    return 0
 
 
 if __name__ == "__main__":

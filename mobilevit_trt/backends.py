@@ -13,7 +13,8 @@ import time
 
 from .errors import UserError
 
-BACKENDS = ("trt", "onnxruntime", "torch")
+#: the backends made from a file (a PyTorch backend wraps a module the caller loaded)
+FILE_BACKENDS = ("trt", "onnxruntime")
 
 
 def fit_batch(ranges, n):
@@ -264,4 +265,4 @@ def make_backend(kind=None, trt_path=None, onnx_path=None, plugins=None, threads
         if not onnx_path:
             raise UserError("--backend onnxruntime needs --onnx_path")
         return OnnxRuntimeBackend(onnx_path, threads=threads)
-    raise UserError("unknown backend %r (choose from %s)" % (kind, ", ".join(BACKENDS)))
+    raise UserError("unknown file backend %r (choose from %s)" % (kind, ", ".join(FILE_BACKENDS)))

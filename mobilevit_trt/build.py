@@ -128,71 +128,114 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
         shutil.rmtree(work, ignore_errors=True)
 
 
+class _Job(object):
+    """One build: its arguments, and what each phase of :func:`_build_engine` works out for the later ones."""
+
+    def __init__(self, **arguments):
+        self.__dict__.update(arguments)
+
+
 def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_data, calibrator, calib_cache,
                   calib_limit, workspace_mib, plugins, timing_cache, verbose, inspect, compute_capabilities,
                   cuda_graph, keep_intermediate, work, log):
-    from . import calib, precision
+    job = _Job(onnx_path=onnx_path, save_path=save_path, profiles=profiles, fp16=fp16, int8=int8,
+               int8_mode=int8_mode, calib_data=calib_data, calibrator=calibrator, calib_cache=calib_cache,
+               calib_limit=calib_limit, workspace_mib=workspace_mib, plugins=plugins, timing_cache=timing_cache,
+               verbose=verbose, inspect=inspect, compute_capabilities=compute_capabilities, cuda_graph=cuda_graph,
+               keep_intermediate=keep_intermediate, work=work, log=log)
+    _check_arguments(job)
+    _plan_profiles(job)
+    _plan_int8_mode(job)
+    _prepare_calibration(job)
+    _transform_graph(job)
+    _load_plugins(job)
+    _parse_network(job)
+    _configure_builder(job)
+    _run_build(job)
+    return _write_sidecar(job)
 
-    if not onnx_path or not os.path.isfile(onnx_path):
-        raise UserError("ONNX file not found: %s" % onnx_path)
-    if int8_mode not in ("auto", "implicit", "qdq"):
+
+def _check_arguments(job):
+    """Argument checks, the ONNX facts, the TensorRT API (sets ``facts``, ``api``)."""
+    from . import calib
+
+    if not job.onnx_path or not os.path.isfile(job.onnx_path):
+        raise UserError("ONNX file not found: %s" % job.onnx_path)
+    if job.int8_mode not in ("auto", "implicit", "qdq"):
         raise UserError("--int8-mode must be auto, implicit or qdq")
-    if calibrator not in calib.CALIBRATOR_CHOICES:
+    if job.calibrator not in calib.CALIBRATOR_CHOICES:
         raise UserError("--calibrator must be one of %s" % ", ".join(calib.CALIBRATOR_CHOICES))
-    facts = onnx_facts(onnx_path)
-    api = trt_compat.load("convert_to_trt.py")
-    log("%s (%s)" % (api.display_name, "strongly typed: precision from the ONNX" if api.strongly_typed
-                     else "precision from builder flags"))
-    if verbose:
-        log("code paths: %s" % ", ".join("%s=%s" % kv for kv in sorted(api.branches.items())))
+    job.facts = onnx_facts(job.onnx_path)
+    job.api = api = trt_compat.load("convert_to_trt.py")
+    job.log("%s (%s)" % (api.display_name, "strongly typed: precision from the ONNX" if api.strongly_typed
+                         else "precision from builder flags"))
+    if job.verbose:
+        job.log("code paths: %s" % ", ".join("%s=%s" % kv for kv in sorted(api.branches.items())))
 
-    # -- shapes and profiles
-    dims = facts["dims"]
+
+def _plan_profiles(job):
+    """-- shapes and profiles (sets ``dims``, ``profiles``)."""
+    facts = job.facts
+    job.dims = dims = facts["dims"]
     if len(dims) != 4:
-        raise UserError("input %r of %s has shape %s; expected [batch, 3, H, W]" % (facts["input"], onnx_path, dims))
+        raise UserError("input %r of %s has shape %s; expected [batch, 3, H, W]" % (facts["input"], job.onnx_path,
+                                                                                  dims))
     if any(not isinstance(d, int) for d in dims[1:]):
         raise UserError("only the batch dimension may be dynamic; input %r is %s" % (facts["input"], dims))
     if facts["dynamic"]:
-        profiles = [tuple(p) for p in (profiles or [DEFAULT_DYNAMIC_PROFILE])]
+        job.profiles = [tuple(p) for p in (job.profiles or [DEFAULT_DYNAMIC_PROFILE])]
     else:
         b = dims[0]
-        bad = [p for p in (profiles or []) if tuple(p) != (b, b, b)]
+        bad = [p for p in (job.profiles or []) if tuple(p) != (b, b, b)]
         if bad:
             raise UserError("%s has a static batch of %d; --profile needs a dynamic ONNX (convert_to_onnx.py "
-                            "--dynamic)" % (onnx_path, b))
-        profiles = [(b, b, b)]
+                            "--dynamic)" % (job.onnx_path, b))
+        job.profiles = [(b, b, b)]
 
-    # -- precision plan
+
+def _plan_int8_mode(job):
+    """-- precision plan (sets ``mode``: None, 'implicit' or 'qdq', and ``precision_label``)."""
+    facts, api, int8, fp16 = job.facts, job.api, job.int8, job.fp16
     if int8:
         if facts["qdq"]:
             mode = "qdq"
-            log("the ONNX already carries Q/DQ nodes (QAT export?): building it as it is")
-        elif int8_mode == "auto":
+            job.log("the ONNX already carries Q/DQ nodes (QAT export?): building it as it is")
+        elif job.int8_mode == "auto":
             mode = "implicit" if api.has_implicit_int8 else "qdq"
         else:
-            mode = int8_mode
+            mode = job.int8_mode
         if mode == "implicit" and not api.has_implicit_int8:
             raise UserError("--int8-mode implicit needs INT8 calibrators (TensorRT 8.x-10.x); %s has none: use "
                             "--int8-mode qdq" % api.display_name)
     else:
         mode = None
         if facts["qdq"]:
-            log("note: the ONNX carries Q/DQ nodes: the engine runs those layers in INT8 although --int8 is not set")
-    precision_label = "int8+fp16" if int8 and fp16 else "int8" if int8 else "fp16" if fp16 else "fp32"
+            job.log("note: the ONNX carries Q/DQ nodes: the engine runs those layers in INT8 although --int8 is "
+                    "not set")
+    job.mode = mode
+    job.precision_label = "int8+fp16" if int8 and fp16 else "int8" if int8 else "fp16" if fp16 else "fp32"
 
-    onnx_sha = sha256_file(onnx_path)
-    stem = os.path.splitext(save_path)[0]
-    inter_stem = stem if keep_intermediate else os.path.join(work, os.path.basename(stem))
-    libs = resolve_plugins(api, facts, plugins)  # before any expensive work: a wrong --plugin fails here
+
+def _prepare_calibration(job):
+    """Plugin libraries, calibration cache and images, the inputs the transforms are checked on (sets
+    ``inter_stem``, ``libs``, ``cache_path``, ``cache``, ``calib_data``, ``calib_inputs``, ``check_inputs``)."""
+    from . import calib, precision
+
+    facts, api, mode, dims, log = job.facts, job.api, job.mode, job.dims, job.log
+    onnx_sha = sha256_file(job.onnx_path)
+    stem = os.path.splitext(job.save_path)[0]
+    job.inter_stem = stem if job.keep_intermediate else os.path.join(job.work, os.path.basename(stem))
+    job.libs = resolve_plugins(api, facts, job.plugins)  # before any expensive work: a wrong --plugin fails here
     if mode == "qdq" and not facts["qdq"] and facts["plugins"]:
         raise UserError("INT8 Q/DQ is calibrated in ONNX Runtime, which cannot run the plugin nodes of %s: build "
                         "INT8 from the ONNX before onnx_add_plugin.py%s" % (
-                            onnx_path, ", or use --int8-mode implicit (TensorRT 8.x-10.x)"
+                            job.onnx_path, ", or use --int8-mode implicit (TensorRT 8.x-10.x)"
                             if api.has_implicit_int8 else ""))
-    cache_path = calib_cache or "%s.calib-%s.cache" % (stem, calibrator)
+    job.cache_path = job.calib_cache or "%s.calib-%s.cache" % (stem, job.calibrator)
     # implicit calibration runs at the first profile's OPT batch; the cache is keyed by it
-    cache = calib.CalibrationCache(cache_path, onnx_sha, calibrator, api.version, profiles[0][1],
-                                   log=log) if mode == "implicit" else None
+    job.cache = cache = calib.CalibrationCache(job.cache_path, onnx_sha, job.calibrator, api.version,
+                                               job.profiles[0][1], log=log) if mode == "implicit" else None
+    calib_data = job.calib_data
     if mode is not None and calib_data is None and not (mode == "qdq" and facts["qdq"]):
         if not (cache is not None and cache.valid()):
             try:
@@ -202,46 +245,64 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
                                 "folder or an LMDB); the default dataset could not be used either: %s" % e)
             log("no --calib-data: calibrating on the default dataset's training split %s (%d images, seeded "
                 "sample); pass --calib-data to calibrate on your own images" % (
-                    calib_data, calib_limit or calib.DEFAULT_DATASET_IMAGES))
-    calib_inputs = calib.load_calibration_data(calib_data, calib_limit, img_size=dims[2]) if calib_data else None
+                    calib_data, job.calib_limit or calib.DEFAULT_DATASET_IMAGES))
+    job.calib_data = calib_data
+    calib_inputs = calib.load_calibration_data(calib_data, job.calib_limit, img_size=dims[2]) if calib_data else None
     if calib_inputs is not None and tuple(calib_inputs.shape[1:]) != tuple(dims[1:]):
         raise UserError("calibration data is %s per image; the ONNX input is %s" % (list(calib_inputs.shape[1:]),
                                                                                     dims[1:]))
-    check_inputs = (calib_inputs[:CHECK_INPUTS] if calib_inputs is not None
-                    else precision.structured_inputs(CHECK_INPUTS // 2, img_size=dims[2], seed=0))
+    job.calib_inputs = calib_inputs
+    job.check_inputs = (calib_inputs[:CHECK_INPUTS] if calib_inputs is not None
+                        else precision.structured_inputs(CHECK_INPUTS // 2, img_size=dims[2], seed=0))
+
+
+def _transform_graph(job):
+    """The Q/DQ and FP16 copies of the ONNX, each checked against it (sets ``build_onnx``, ``transforms``,
+    ``accuracy``)."""
+    from . import calib, precision
+
+    onnx_path, api, mode, log = job.onnx_path, job.api, job.mode, job.log
     build_onnx = onnx_path
     transforms = []
     accuracy = {}
-    if mode == "qdq" and not facts["qdq"]:
-        if calib_inputs is None:
+    if mode == "qdq" and not job.facts["qdq"]:
+        if job.calib_inputs is None:
             raise UserError("--int8 with Q/DQ needs --calib-data (an .npz with 'input' [N,3,H,W] float32)")
-        qdq_path = inter_stem + ".qdq.onnx"
-        rep = precision.quantize_qdq(build_onnx, qdq_path, calib_inputs, method=calib.QDQ_METHOD[calibrator], log=log)
-        accuracy["qdq_vs_fp32_onnx"] = _check_transform(qdq_path, onnx_path, check_inputs, "Q/DQ INT8 ONNX", log)
+        qdq_path = job.inter_stem + ".qdq.onnx"
+        rep = precision.quantize_qdq(build_onnx, qdq_path, job.calib_inputs, method=calib.QDQ_METHOD[job.calibrator],
+                                     log=log)
+        accuracy["qdq_vs_fp32_onnx"] = _check_transform(qdq_path, onnx_path, job.check_inputs, "Q/DQ INT8 ONNX", log)
         transforms.append({"transform": "qdq", "report": rep})
         build_onnx = qdq_path
-    if fp16 and api.strongly_typed:
-        fp16_path = inter_stem + ".fp16.onnx"
+    if job.fp16 and api.strongly_typed:
+        fp16_path = job.inter_stem + ".fp16.onnx"
         if mode == "qdq":
             log("note: %s is strongly typed: --fp16 with Q/DQ keeps the Q/DQ nodes in FP32 with Casts around them; "
                 "compare its speed with --int8 alone" % api.display_name)
         rep = precision.convert_fp16(build_onnx, fp16_path, log=log)
         accuracy["fp16_vs_fp32_onnx"] = _check_transform(
-            fp16_path, onnx_path, check_inputs, "Q/DQ INT8 + FP16 ONNX" if mode == "qdq" else "FP16 ONNX", log)
+            fp16_path, onnx_path, job.check_inputs, "Q/DQ INT8 + FP16 ONNX" if mode == "qdq" else "FP16 ONNX", log)
         transforms.append({"transform": "fp16", "report": rep})
         build_onnx = fp16_path
+    job.build_onnx, job.transforms, job.accuracy = build_onnx, transforms, accuracy
 
-    # -- plugins
-    logger = trt_compat.make_logger(api, verbose=verbose)
-    trt_compat.load_plugin_libraries(api, logger, libs)
-    for op in sorted(facts["plugins"]):
+
+def _load_plugins(job):
+    """-- plugins: the TensorRT logger, the plugin libraries, a creator for each plugin op (sets ``logger``)."""
+    api = job.api
+    job.logger = logger = trt_compat.make_logger(api, verbose=job.verbose)
+    trt_compat.load_plugin_libraries(api, logger, job.libs)
+    for op in sorted(job.facts["plugins"]):
         if trt_compat.find_plugin_creator(api, op, plugin_spec.PLUGIN_VERSION, plugin_spec.PLUGIN_NAMESPACE) is None:
             raise UserError("no TensorRT plugin creator for %s (version %s) after loading %s; rebuild: make -C plugin"
-                            % (op, plugin_spec.PLUGIN_VERSION, ", ".join(libs)))
+                            % (op, plugin_spec.PLUGIN_VERSION, ", ".join(job.libs)))
 
-    # -- network
-    builder = trt_compat.new_builder(api, logger)
-    network = trt_compat.create_network(api, builder)
+
+def _parse_network(job):
+    """-- network: parse the ONNX to build (sets ``builder``, ``network``, ``inp``)."""
+    api, facts, logger, build_onnx, log = job.api, job.facts, job.logger, job.build_onnx, job.log
+    job.builder = builder = trt_compat.new_builder(api, logger)
+    job.network = network = trt_compat.create_network(api, builder)
     from onnx import defs
     parser = trt_compat.new_parser(api, network, logger,
                                    plugin_override=any(defs.has(op) for op in facts["plugins"]))
@@ -251,12 +312,12 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
         for e in errors:
             log("ONNX parser: %s" % e)
         what, hint = build_onnx, ""
-        if build_onnx != onnx_path and not keep_intermediate:  # a graph in the temporary folder, gone soon
-            what = "the %s graph made from %s" % ("+".join(t["transform"] for t in transforms), onnx_path)
+        if build_onnx != job.onnx_path and not job.keep_intermediate:  # a graph in the temporary folder, gone soon
+            what = "the %s graph made from %s" % ("+".join(t["transform"] for t in job.transforms), job.onnx_path)
             hint = "; --keep-intermediate keeps that graph"
         raise BuildError("%s could not parse %s (%d error%s, printed above)%s" % (
             api.display_name, what, len(errors), "" if len(errors) == 1 else "s", hint), errors)
-    inp = network.get_input(0)
+    job.inp = inp = network.get_input(0)
     if network.num_inputs != 1 or inp.name != facts["input"]:
         raise UserError("parsed network has inputs %s; expected one named %r" % (
             [network.get_input(i).name for i in range(network.num_inputs)], facts["input"]))
@@ -265,65 +326,82 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
         ", ".join("%s %s" % (network.get_output(i).name, tuple(network.get_output(i).shape))
                   for i in range(network.num_outputs))))
 
-    # -- config
-    config = builder.create_builder_config()
+
+def _configure_builder(job):
+    """-- config: workspace, precision flags, graph capture, profiles, calibrator, timing cache (sets ``config``,
+    ``workspace``, ``graph_flag``, ``cal``; ``timing_cache`` becomes None where it is ignored)."""
+    api, builder, inp = job.api, job.builder, job.inp
+    job.config = config = builder.create_builder_config()
     device_total = None
-    if not workspace_mib and api.branches["workspace"] == "max_workspace_size":
+    if not job.workspace_mib and api.branches["workspace"] == "max_workspace_size":
         from . import cuda
         device_total = cuda.total_memory()
-    workspace = trt_compat.set_workspace(api, config, workspace_mib, device_total)
-    log("builder workspace: %s" % workspace["note"])
-    trt_compat.set_precision_flags(api, config, fp16=fp16, int8=bool(int8))
-    graph_flag = bool(cuda_graph) and trt_compat.enable_graph_capture(api, config)
-    if compute_capabilities:
-        trt_compat.set_compute_capabilities(api, config, compute_capabilities)
-    if inspect:
+    job.workspace = trt_compat.set_workspace(api, config, job.workspace_mib, device_total)
+    job.log("builder workspace: %s" % job.workspace["note"])
+    trt_compat.set_precision_flags(api, config, fp16=job.fp16, int8=bool(job.int8))
+    job.graph_flag = bool(job.cuda_graph) and trt_compat.enable_graph_capture(api, config)
+    if job.compute_capabilities:
+        trt_compat.set_compute_capabilities(api, config, job.compute_capabilities)
+    if job.inspect:
         config.profiling_verbosity = api.module.ProfilingVerbosity.DETAILED
-    chw = tuple(dims[1:])
-    if facts["dynamic"]:
-        for lo, opt, hi in profiles:
+    chw = tuple(job.dims[1:])
+    if job.facts["dynamic"]:
+        for lo, opt, hi in job.profiles:
             prof = builder.create_optimization_profile()
             prof.set_shape(inp.name, (lo,) + chw, (opt,) + chw, (hi,) + chw)
             config.add_optimization_profile(prof)
-    cal = None
-    if mode == "implicit":
-        cal_batch = profiles[0][1]
-        if cache.valid():
-            cache.verified_bytes()  # a corrupt cache is refused here, not inside TensorRT's callback
-        if calib_inputs is None and not cache.valid():
-            raise UserError("--int8 (implicit calibration) needs --calib-data, or a calibration cache made for this "
-                            "ONNX and calibrator (%s)" % cache_path)
-        cal = calib.make_calibrator(api, calibrator, None if cache.valid() else calib_inputs, cal_batch, cache,
-                                    input_name=inp.name)
-        cal_profile = None
-        if facts["dynamic"]:
-            cal_profile = builder.create_optimization_profile()
-            shape = (cal_batch,) + chw
-            cal_profile.set_shape(inp.name, shape, shape, shape)
-        trt_compat.set_int8_calibrator(api, config, cal, cal_profile)
-    if timing_cache:
+    job.cal = _attach_calibrator(job, chw) if job.mode == "implicit" else None
+    if job.timing_cache:
         if api.is_rtx:
-            log("note: --timing-cache is ignored by %s (no autotuning ahead of time)" % api.display_name)
-            timing_cache = None
+            job.log("note: --timing-cache is ignored by %s (no autotuning ahead of time)" % api.display_name)
+            job.timing_cache = None
         else:
             data = b""
-            if os.path.isfile(timing_cache):
-                with open(timing_cache, "rb") as f:
+            if os.path.isfile(job.timing_cache):
+                with open(job.timing_cache, "rb") as f:
                     data = f.read()
             config.set_timing_cache(config.create_timing_cache(data), False)
 
-    # -- build
-    log("building %s engine (%s%s) ..." % (precision_label, "profiles " + ", ".join("%d:%d:%d" % p for p in profiles)
-                                            if facts["dynamic"] else "static batch %d" % profiles[0][0],
-                                            ", INT8 %s" % mode if mode else ""))
+
+def _attach_calibrator(job, chw):
+    """The implicit INT8 calibrator (and its profile, for a dynamic ONNX) set on the builder config."""
+    from . import calib
+
+    cache, inp = job.cache, job.inp
+    cal_batch = job.profiles[0][1]
+    if cache.valid():
+        cache.verified_bytes()  # a corrupt cache is refused here, not inside TensorRT's callback
+    if job.calib_inputs is None and not cache.valid():
+        raise UserError("--int8 (implicit calibration) needs --calib-data, or a calibration cache made for this "
+                        "ONNX and calibrator (%s)" % job.cache_path)
+    cal = calib.make_calibrator(job.api, job.calibrator, None if cache.valid() else job.calib_inputs, cal_batch,
+                                cache, input_name=inp.name)
+    cal_profile = None
+    if job.facts["dynamic"]:
+        cal_profile = job.builder.create_optimization_profile()
+        shape = (cal_batch,) + chw
+        cal_profile.set_shape(inp.name, shape, shape, shape)
+    trt_compat.set_int8_calibrator(job.api, job.config, cal, cal_profile)
+    return cal
+
+
+def _run_build(job):
+    """-- build: the engine, calibration failures, the engine and timing cache written (sets ``data``,
+    ``build_s``)."""
+    from . import calib
+
+    api, logger, cal, profiles, mode = job.api, job.logger, job.cal, job.profiles, job.mode
+    job.log("building %s engine (%s%s) ..." % (
+        job.precision_label, "profiles " + ", ".join("%d:%d:%d" % p for p in profiles)
+        if job.facts["dynamic"] else "static batch %d" % profiles[0][0], ", INT8 %s" % mode if mode else ""))
     mark = logger.mark()
     t0 = time.time()
     try:
-        serialized = builder.build_serialized_network(network, config)
+        serialized = job.builder.build_serialized_network(job.network, job.config)
     finally:
         if cal is not None:
             cal.free()
-    build_s = time.time() - t0
+    job.build_s = time.time() - t0
     if cal is not None:
         try:
             cal.raise_if_failed()
@@ -336,46 +414,52 @@ def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_d
         errors = logger.errors(mark)
         raise BuildError("%s could not build the engine: %s" % (
             api.display_name, errors[-1] if errors else "no error message (see the log above)"), errors)
-    data = bytes(serialized)
-    write_bytes(save_path, data)
-    if timing_cache:
-        tc = trt_compat.serialize_timing_cache(config)
+    job.data = data = bytes(serialized)
+    write_bytes(job.save_path, data)
+    if job.timing_cache:
+        tc = trt_compat.serialize_timing_cache(job.config)
         if tc:
-            write_bytes(timing_cache, tc)
+            write_bytes(job.timing_cache, tc)
 
+
+def _write_sidecar(job):
+    """The sidecar dict, written to ``<engine>.json`` (with the layer information under --inspect); returned."""
+    api, config, facts, profiles, mode = job.api, job.config, job.facts, job.profiles, job.mode
+    save_path, onnx_path, build_onnx, data = job.save_path, job.onnx_path, job.build_onnx, job.data
+    cache, calib_inputs, calib_data = job.cache, job.calib_inputs, job.calib_data
     meta = {
         "format": sidecar.FORMAT,
         "engine": os.path.abspath(save_path), "engine_sha256": sha256_file(save_path), "engine_bytes": len(data),
         "tensorrt": api.describe(),
-        "precision": precision_label, "int8_mode": mode,
-        "calibrator": calibrator if mode else None,
+        "precision": job.precision_label, "int8_mode": mode,
+        "calibrator": job.calibrator if mode else None,
         "calibration_cache": (cache.path if cache is not None else None),
         "calibration_inputs": None if calib_inputs is None or not mode else int(len(calib_inputs)),
         "calibration_source": os.path.abspath(calib_data) if calib_data and mode else None,
         "strongly_typed": api.strongly_typed,
-        "input": {"name": inp.name, "shape": [d if isinstance(d, int) else -1 for d in dims]},
+        "input": {"name": job.inp.name, "shape": [d if isinstance(d, int) else -1 for d in job.dims]},
         "dynamic": facts["dynamic"],
         "batch": None if facts["dynamic"] else profiles[0][0],
         "profiles": [list(p) for p in profiles],
-        "workspace": workspace,
+        "workspace": job.workspace,
         "builder_flags": trt_compat.builder_flags_set(api, config),
-        "graph_capture": {"prepared": api.branches["graph_capture"] != "ask_context" or graph_flag,
-                          "require_user_allocation": graph_flag},
-        "plugins": [_file_record(p) for p in libs],
+        "graph_capture": {"prepared": api.branches["graph_capture"] != "ask_context" or job.graph_flag,
+                          "require_user_allocation": job.graph_flag},
+        "plugins": [_file_record(p) for p in job.libs],
         "source_onnx": _file_record(onnx_path),
         "built_onnx": None if build_onnx == onnx_path else dict(
-            _file_record(build_onnx), path=os.path.abspath(build_onnx) if keep_intermediate else None,
-            transforms=[t["transform"] for t in transforms]),
-        "accuracy": accuracy,
-        "build_seconds": round(build_s, 3),
+            _file_record(build_onnx), path=os.path.abspath(build_onnx) if job.keep_intermediate else None,
+            transforms=[t["transform"] for t in job.transforms]),
+        "accuracy": job.accuracy,
+        "build_seconds": round(job.build_s, 3),
         "built_at": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         "hardware_target": trt_compat.hardware_target(api, config),
         "host": {"python": platform.python_version(), "machine": platform.machine()},
     }
-    if inspect:
-        meta["inspect"] = inspect_engine_file(api, logger, data, save_path, log)
+    if job.inspect:
+        meta["inspect"] = inspect_engine_file(api, job.logger, data, save_path, job.log)
     side = sidecar.write(save_path, meta)
-    log("saved %s (%.1f MB, built in %.1f s) and %s" % (save_path, len(data) / 1e6, build_s, side))
+    job.log("saved %s (%.1f MB, built in %.1f s) and %s" % (save_path, len(data) / 1e6, job.build_s, side))
     return meta
 
 

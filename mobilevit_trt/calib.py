@@ -186,84 +186,106 @@ def _calibrator_class(base):
             self.batches_fed = 0
             self.failure = None  # (callback name, exception) of the first exception in a callback
 
-        def prepare_buffers(self, cuda, progress=True):
-            """Device/pinned buffers and the stream for one batch, made before the build."""
-            self._cuda = cuda
-            nbytes = self.batch * int(self._np.prod(self.inputs.shape[1:])) * 4
-            cuda.backend("INT8 calibration needs a CUDA GPU")
-            self._dev = cuda.DeviceBuffer(nbytes)
-            self._host = cuda.PinnedBuffer(nbytes)
-            self._stream = cuda.Stream()
-            if progress:
-                from tqdm import tqdm
-                self._bar = tqdm(total=self.n_batches, desc="calibrating", unit="batch")
-
-        def _fail(self, where, exc):
-            if self.failure is None:
-                self.failure = (where, exc)
-            return None
-
-        def get_batch_size(self):
-            return self.batch
-
-        def get_batch(self, names, p_str=None):
-            try:
-                return self._next_batch()
-            except BaseException as e:  # noqa: BLE001 - nothing may escape into TensorRT (see make_calibrator)
-                return self._fail("get_batch", e)
-
-        def _next_batch(self):
-            if self.failure is not None or self.inputs is None or self._i >= self.n_batches:
-                if self._bar is not None:
-                    self._bar.close()
-                    self._bar = None
-                return None
-            x = self.inputs[self._i * self.batch:(self._i + 1) * self.batch]
-            self._host.view(self._np.float32, x.shape)[...] = x
-            self._cuda.memcpy_htod_async(self._dev, self._host, self._stream)
-            self._stream.synchronize()
-            self._i += 1
-            self.batches_fed += 1
-            if self._bar is not None:
-                self._bar.update(1)
-            return [int(self._dev.ptr)]
-
-        def read_calibration_cache(self):
-            try:
-                return None if self.cache is None else self.cache.read()
-            except BaseException as e:  # noqa: BLE001
-                return self._fail("read_calibration_cache", e)
-
-        def write_calibration_cache(self, data):
-            try:
-                if self.cache is not None and self.failure is None:
-                    self.cache.write(data)
-            except BaseException as e:  # noqa: BLE001
-                self._fail("write_calibration_cache", e)
-
-        def raise_if_failed(self):
-            """After the build: the recorded callback exception as one error (UserErrors keep their text)."""
-            if self.failure is None:
-                if self.inputs is not None and not (self.cache is not None and self.cache.used) \
-                        and self.batches_fed < self.n_batches:
-                    raise CalibrationFailed("TensorRT stopped calibration after %d of %d batches"
-                                            % (self.batches_fed, self.n_batches))
-                return
-            where, e = self.failure
-            if isinstance(e, KeyboardInterrupt):
-                raise e
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else "an error without a message"
-            raise CalibrationFailed("calibration failed in %s after %d of %d batches: %s"
-                                    % (where, self.batches_fed, self.n_batches, msg))
-
-        def free(self):
-            for obj in (self._dev, self._host):
-                if obj is not None:
-                    obj.free()
-            if self._stream is not None:
-                self._stream.destroy()
-            if self._bar is not None:
-                self._bar.close()
-            self._dev = self._host = self._stream = self._bar = None
+        # the methods are the module-level _calibrator_* functions below (the MRO stays Calibrator, base)
+        prepare_buffers = _calibrator_prepare_buffers
+        _fail = _calibrator_fail
+        get_batch_size = _calibrator_get_batch_size
+        get_batch = _calibrator_get_batch
+        _next_batch = _calibrator_next_batch
+        read_calibration_cache = _calibrator_read_calibration_cache
+        write_calibration_cache = _calibrator_write_calibration_cache
+        raise_if_failed = _calibrator_raise_if_failed
+        free = _calibrator_free
 
     return Calibrator
+
+
+# -- the methods of _calibrator_class's Calibrator ------------------------------------------------------------------
+
+def _calibrator_prepare_buffers(self, cuda, progress=True):
+    """Device/pinned buffers and the stream for one batch, made before the build."""
+    self._cuda = cuda
+    nbytes = self.batch * int(self._np.prod(self.inputs.shape[1:])) * 4
+    cuda.backend("INT8 calibration needs a CUDA GPU")
+    self._dev = cuda.DeviceBuffer(nbytes)
+    self._host = cuda.PinnedBuffer(nbytes)
+    self._stream = cuda.Stream()
+    if progress:
+        from tqdm import tqdm
+        self._bar = tqdm(total=self.n_batches, desc="calibrating", unit="batch")
+
+
+def _calibrator_fail(self, where, exc):
+    if self.failure is None:
+        self.failure = (where, exc)
+    return None
+
+
+def _calibrator_get_batch_size(self):
+    return self.batch
+
+
+def _calibrator_get_batch(self, names, p_str=None):
+    try:
+        return self._next_batch()
+    except BaseException as e:  # noqa: BLE001 - nothing may escape into TensorRT (see make_calibrator)
+        return self._fail("get_batch", e)
+
+
+def _calibrator_next_batch(self):
+    if self.failure is not None or self.inputs is None or self._i >= self.n_batches:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        return None
+    x = self.inputs[self._i * self.batch:(self._i + 1) * self.batch]
+    self._host.view(self._np.float32, x.shape)[...] = x
+    self._cuda.memcpy_htod_async(self._dev, self._host, self._stream)
+    self._stream.synchronize()
+    self._i += 1
+    self.batches_fed += 1
+    if self._bar is not None:
+        self._bar.update(1)
+    return [int(self._dev.ptr)]
+
+
+def _calibrator_read_calibration_cache(self):
+    try:
+        return None if self.cache is None else self.cache.read()
+    except BaseException as e:  # noqa: BLE001
+        return self._fail("read_calibration_cache", e)
+
+
+def _calibrator_write_calibration_cache(self, data):
+    try:
+        if self.cache is not None and self.failure is None:
+            self.cache.write(data)
+    except BaseException as e:  # noqa: BLE001
+        self._fail("write_calibration_cache", e)
+
+
+def _calibrator_raise_if_failed(self):
+    """After the build: the recorded callback exception as one error (UserErrors keep their text)."""
+    if self.failure is None:
+        if self.inputs is not None and not (self.cache is not None and self.cache.used) \
+                and self.batches_fed < self.n_batches:
+            raise CalibrationFailed("TensorRT stopped calibration after %d of %d batches"
+                                    % (self.batches_fed, self.n_batches))
+        return
+    where, e = self.failure
+    if isinstance(e, KeyboardInterrupt):
+        raise e
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else "an error without a message"
+    raise CalibrationFailed("calibration failed in %s after %d of %d batches: %s"
+                            % (where, self.batches_fed, self.n_batches, msg))
+
+
+def _calibrator_free(self):
+    for obj in (self._dev, self._host):
+        if obj is not None:
+            obj.free()
+    if self._stream is not None:
+        self._stream.destroy()
+    if self._bar is not None:
+        self._bar.close()
+    self._dev = self._host = self._stream = self._bar = None

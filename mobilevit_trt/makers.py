@@ -102,6 +102,9 @@ def make_fuse(ctx, v, path):
     import onnx
 
     from . import surgery
+    if v.make.get("target", "plugin") != "plugin":
+        raise UserError("variant %s: fusion target %r is not available (this toolkit fuses into its plugins)"
+                        % (v.name, v.make.get("target")))
     fused, rep = surgery.add_plugins(surgery.load_onnx(ctx.path(v.source)))
     surgery.check_fused(fused)
     onnx.save(fused, path)

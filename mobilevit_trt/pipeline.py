@@ -31,7 +31,8 @@ from .stages import StageRunner
 def run_pipeline(source, out="runs/default", plan=None, force=False, data_path=None, train_path=None,
                  calib_count=100, acc_limit=None, acc_batch=8, bench_iters=20, stages=None, log=print):
     """Run every stage of ``plan`` (default: :func:`plan.build_plan`) for ``source``; ``stages``: a subset of
-    ("make", "engines", "accuracy", "cpu-bench"); returns ``(results, runner)``; results go to ``out``."""
+    ("make", "engines", "accuracy", "cpu-bench") -- the data, calibration and make stages always run, everything
+    else depends on them; returns ``(results, runner)``; results and the report go to ``out``."""
     t_start = time.time()
     plan = plan or build_plan()
     want = set(stages or ("make", "engines", "accuracy", "cpu-bench"))
@@ -43,14 +44,11 @@ def run_pipeline(source, out="runs/default", plan=None, force=False, data_path=N
     made = make_stages(ctx)
     results = {"run_dir": run.run_dir, "model_path": getattr(source, "weights", None), "machine": _machine()}
     results.update(summarize_made(plan, made))
-    engines, bench_rows = ({}, [])
-    if "engines" in want:
-        engines = engine_stages(ctx)
-        bench_rows = trt_bench_stages(ctx, engines)
-    results.update(engines=engines, trt_latency=[r for rows in bench_rows.values() for r in rows]
-                   if bench_rows else [])
-    results["accuracy"] = accuracy_stages(ctx, val_path, sorted(bench_rows) if bench_rows else [], engines,
-                                          acc_limit, acc_batch) if "accuracy" in want else []
+    engines = engine_stages(ctx) if "engines" in want else {}
+    timed = trt_bench_stages(ctx, engines)  # {engine: rows} of the engines that ran on this machine
+    results.update(engines=engines, trt_latency=[r for name in timed for r in timed[name]])
+    results["accuracy"] = accuracy_stages(ctx, val_path, list(timed), engines, acc_limit,
+                                          acc_batch) if "accuracy" in want else []
     results["cpu_latency"] = cpu_bench_stage(ctx, bench_iters) if "cpu-bench" in want else []
     results["stages"] = run.summary_rows()
     results["seconds"] = round(time.time() - t_start, 1)

@@ -191,8 +191,41 @@ def convert_fp16(in_path, out_path, keep_fp32_ops=FP32_OPS, keep_layernorm_stats
 
     Graph inputs/outputs stay float32.  Raises UserError for graphs it cannot convert (control flow)."""
     onnx = _onnx()
-    from onnx import TensorProto, helper
-    FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
+    FLOAT16 = onnx.TensorProto.FLOAT16
+    model, types = _fp16_load(in_path)
+    g = model.graph
+    ln_nodes, ln_count = find_layernorm_stat_nodes(g) if keep_layernorm_stats else (set(), 0)
+    node_dt = _fp16_node_dtypes(g, keep_fp32_ops, ln_nodes)
+    cur = _fp16_graph_inputs(g, types)  # float tensor name -> its dtype after conversion
+    init_alias, clipped, n_fp16_inits = _fp16_initializers(g, node_dt)
+    new_nodes, n_fp32_nodes = _fp16_nodes(g, node_dt, types, init_alias, cur)
+    _fp16_outputs(g, new_nodes, types, cur)
+    try:
+        onnx.checker.check_model(with_check_domain(model), full_check=True)
+    except Exception as e:
+        raise RuntimeError("FP16 conversion produced an invalid graph: %s" % str(e).strip().splitlines()[0])
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, tmp)
+    n_casts = sum(1 for n in new_nodes if n.op_type == "Cast" and n.name.startswith("fp16_cast"))
+    report = {"path": os.path.abspath(out_path), "source": os.path.abspath(in_path),
+              "layernorm_chains_fp32": ln_count, "fp32_nodes": dict(n_fp32_nodes),
+              "fp16_nodes": sum(1 for i, n in enumerate(g.node) if i < len(node_dt) and node_dt[i] == FLOAT16),
+              "casts_inserted": n_casts, "initializers_fp16": n_fp16_inits, "values_clipped": clipped}
+    if log:
+        log("FP16 ONNX: %d LayerNorm statistic chains and %s kept in FP32, %d Casts inserted, %d initializers "
+            "converted%s -> %s" % (ln_count, ", ".join("%d %s" % (v, k) for k, v in sorted(n_fp32_nodes.items())
+                                                       if k not in ("ReduceMean", "Sub", "Pow", "Add", "Sqrt", "Div"))
+                                   or "nothing else", n_casts, n_fp16_inits,
+                                   (", %d values clipped to +-65504" % clipped) if clipped else "", out_path))
+    return report
+
+
+def _fp16_load(in_path):
+    """convert_fp16: the model (checked convertible, float Constants moved to initializers) and every tensor's
+    element type after shape inference."""
+    onnx = _onnx()
+    from onnx import TensorProto
+    FLOAT16 = TensorProto.FLOAT16
     model = onnx.load(in_path)
     g = model.graph
     if any(n.op_type in _CONTROL_FLOW for n in g.node):
@@ -202,28 +235,42 @@ def convert_fp16(in_path, out_path, keep_fp32_ops=FP32_OPS, keep_layernorm_stats
     _constants_to_initializers(model)
     inferred = onnx.shape_inference.infer_shapes(with_check_domain(model))
     types = _elem_types(inferred)
-
-    def is_float(name):
-        return types.get(name) == FLOAT
-
     unknown = sorted({o for n in g.node for o in n.output if o and o not in types})
     if unknown:
         raise UserError("FP16 conversion needs every tensor type; shape inference left %d unknown (e.g. %s)"
                         % (len(unknown), unknown[0]))
+    return model, types
 
-    ln_nodes, ln_count = find_layernorm_stat_nodes(g) if keep_layernorm_stats else (set(), 0)
+
+def _fp16_node_dtypes(g, keep_fp32_ops, ln_nodes):
+    """convert_fp16: the dtype each node computes in (float32 for the kept ops and LayerNorm statistics)."""
+    from onnx import TensorProto
+    FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
     node_dt = []
     for i, n in enumerate(g.node):
         node_dt.append(FLOAT if (n.op_type in keep_fp32_ops or i in ln_nodes) else FLOAT16)
+    return node_dt
 
+
+def _fp16_graph_inputs(g, types):
+    """convert_fp16: {float graph input (not an initializer): float32}, the start of the dtypes walked through."""
+    from onnx import TensorProto
+    FLOAT = TensorProto.FLOAT
     inits = {t.name: t for t in g.initializer}
     graph_inputs = {vi.name for vi in g.input}
-    graph_outputs = [vi.name for vi in g.output]
-    cur = {}  # float tensor name -> its dtype after conversion
+    cur = {}
     for name in graph_inputs:
-        if is_float(name) and name not in inits:
+        if types.get(name) == FLOAT and name not in inits:
             cur[name] = FLOAT
+    return cur
 
+
+def _fp16_initializers(g, node_dt):
+    """convert_fp16: float initializers converted for the dtypes their consumers want (a float32 and a ``__fp16``
+    copy where both are wanted); returns ({(name, dtype): name holding it}, values clipped, float16 copies)."""
+    from onnx import TensorProto
+    FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
+    inits = {t.name: t for t in g.initializer}
     # initializers: which dtypes do consumers want?
     wanted = collections.defaultdict(set)
     for i, n in enumerate(g.node):
@@ -249,7 +296,14 @@ def convert_fp16(in_path, out_path, keep_fp32_ops=FP32_OPS, keep_layernorm_stats
             n_fp16_inits += 1
     del g.initializer[:]
     g.initializer.extend(new_inits)
+    return init_alias, clipped, n_fp16_inits
 
+
+def _fp16_nodes(g, node_dt, types, init_alias, cur):
+    """convert_fp16: the nodes in order with Casts inserted where an input's dtype is not the one wanted
+    (``cur`` follows each float tensor's dtype); returns (new node list, Counter of float32 nodes by op)."""
+    from onnx import TensorProto, helper
+    FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
     casts = {}
     new_nodes = []
     counter = [0]
@@ -267,11 +321,11 @@ def convert_fp16(in_path, out_path, keep_fp32_ops=FP32_OPS, keep_layernorm_stats
     n_fp32_nodes = collections.Counter()
     for i, n in enumerate(g.node):
         dt = node_dt[i]
-        has_float_io = any(is_float(x) for x in list(n.input) + list(n.output) if x)
+        has_float_io = any(types.get(x) == FLOAT for x in list(n.input) + list(n.output) if x)
         if dt == FLOAT and has_float_io:
             n_fp32_nodes[n.op_type] += 1
         for k, name in enumerate(n.input):
-            if not name or not is_float(name):
+            if not name or not types.get(name) == FLOAT:
                 continue
             need = FLOAT if ((n.op_type, k) in FP32_INPUTS or dt == FLOAT) else FLOAT16
             if (name, need) in init_alias:
@@ -282,24 +336,39 @@ def convert_fp16(in_path, out_path, keep_fp32_ops=FP32_OPS, keep_layernorm_stats
                 raise UserError("FP16 conversion: tensor %r is used before it is produced" % name)
             if have != need:
                 n.input[k] = cast_to(name, need)
-        if n.op_type == "Cast":
-            to = next(a for a in n.attribute if a.name == "to")
-            if to.i == FLOAT and dt == FLOAT16:
-                to.i = FLOAT16
-        elif n.op_type == "ConstantOfShape":
-            for a in n.attribute:
-                if a.name == "value" and a.t.data_type == FLOAT and dt == FLOAT16:
-                    t16, _ = _to_fp16_tensor(a.t, a.t.name)
-                    a.t.CopyFrom(t16)
+        _fp16_node_attributes(n, dt)
         for o in n.output:
-            if o and is_float(o):
+            if o and types.get(o) == FLOAT:
                 cur[o] = dt
         new_nodes.append(n)
+    return new_nodes, n_fp32_nodes
 
+
+def _fp16_node_attributes(n, dt):
+    """convert_fp16: a float16 node's float32 Cast target and ConstantOfShape value become float16."""
+    from onnx import TensorProto
+    FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
+    if n.op_type == "Cast":
+        to = next(a for a in n.attribute if a.name == "to")
+        if to.i == FLOAT and dt == FLOAT16:
+            to.i = FLOAT16
+    elif n.op_type == "ConstantOfShape":
+        for a in n.attribute:
+            if a.name == "value" and a.t.data_type == FLOAT and dt == FLOAT16:
+                t16, _ = _to_fp16_tensor(a.t, a.t.name)
+                a.t.CopyFrom(t16)
+
+
+def _fp16_outputs(g, new_nodes, types, cur):
+    """convert_fp16: float16 graph outputs cast back to float32 (the producer writes ``<name>__fp16``), the new
+    nodes put in the graph, declared value_info types following the conversion."""
+    from onnx import TensorProto, helper
+    FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
+    graph_outputs = [vi.name for vi in g.output]
     # graph outputs back to float32
     rename = {}
     for name in graph_outputs:
-        if is_float(name) and cur.get(name) == FLOAT16:
+        if types.get(name) == FLOAT and cur.get(name) == FLOAT16:
             rename[name] = name + "__fp16"
     if rename:
         for n in new_nodes:
@@ -316,24 +385,6 @@ def convert_fp16(in_path, out_path, keep_fp32_ops=FP32_OPS, keep_layernorm_stats
     for vi in g.value_info:  # declared types (e.g. plugin outputs written by graph surgery) follow the conversion
         if vi.type.tensor_type.elem_type == FLOAT and vi.name in cur:
             vi.type.tensor_type.elem_type = cur[vi.name]
-    try:
-        onnx.checker.check_model(with_check_domain(model), full_check=True)
-    except Exception as e:
-        raise RuntimeError("FP16 conversion produced an invalid graph: %s" % str(e).strip().splitlines()[0])
-    with atomic_path(out_path) as tmp:
-        onnx.save(model, tmp)
-    n_casts = sum(1 for n in new_nodes if n.op_type == "Cast" and n.name.startswith("fp16_cast"))
-    report = {"path": os.path.abspath(out_path), "source": os.path.abspath(in_path),
-              "layernorm_chains_fp32": ln_count, "fp32_nodes": dict(n_fp32_nodes),
-              "fp16_nodes": sum(1 for i, n in enumerate(g.node) if i < len(node_dt) and node_dt[i] == FLOAT16),
-              "casts_inserted": n_casts, "initializers_fp16": n_fp16_inits, "values_clipped": clipped}
-    if log:
-        log("FP16 ONNX: %d LayerNorm statistic chains and %s kept in FP32, %d Casts inserted, %d initializers "
-            "converted%s -> %s" % (ln_count, ", ".join("%d %s" % (v, k) for k, v in sorted(n_fp32_nodes.items())
-                                                       if k not in ("ReduceMean", "Sub", "Pow", "Add", "Sqrt", "Div"))
-                                   or "nothing else", n_casts, n_fp16_inits,
-                                   (", %d values clipped to +-65504" % clipped) if clipped else "", out_path))
-    return report
 
 
 # -- Q/DQ INT8 --------------------------------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """Pipeline: content-hash stage caching (real files), and the report's tables computed from real rows."""
 import json
-import os
 
 from mobilevit_trt.pipeline_report import latency_pivot, md_table
 from mobilevit_trt.stages import StageRunner

@@ -129,7 +129,7 @@ def test_rtx_builds_variant(case, variants, calib_npz, work, api):
         assert side["int8_mode"] == ("qdq" if kwargs.get("int8") else None)
         for key, acc in side["accuracy"].items():  # printed checks, recorded in the sidecar
             assert acc["top1_agreement"] >= 0.75, (key, acc)
-        assert any("vs FP32 ONNX" in line and "top-1 agreement" in line for line in lines)
+        assert any("vs the FP32 ONNX" in line and "top-1 agreement" in line for line in lines)
     else:
         assert side["built_onnx"] is None and side["accuracy"] == {}
 
