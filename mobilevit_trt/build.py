@@ -129,7 +129,9 @@ def build_engine(onnx_path, save_path, profiles=None, fp16=False, int8=False, in
 
 
 class _Job(object):
-    """One build: its arguments, and what each phase of :func:`_build_engine` works out for the later ones."""
+    """One build: its arguments, and what each phase of :func:`_build_engine` works out for the later ones.
+    Its field names avoid TensorRT member names (``want_int8``, ``int8_path``, ``input_dims``, ``trt_builder``,
+    ``engine_bytes``), so the contract test still sees every TensorRT attribute this module uses."""
 
     def __init__(self, **arguments):
         self.__dict__.update(arguments)
@@ -138,7 +140,7 @@ class _Job(object):
 def _build_engine(onnx_path, save_path, profiles, fp16, int8, int8_mode, calib_data, calibrator, calib_cache,
                   calib_limit, workspace_mib, plugins, timing_cache, verbose, inspect, compute_capabilities,
                   cuda_graph, keep_intermediate, work, log):
-    job = _Job(onnx_path=onnx_path, save_path=save_path, profiles=profiles, fp16=fp16, int8=int8,
+    job = _Job(onnx_path=onnx_path, save_path=save_path, profiles=profiles, fp16=fp16, want_int8=int8,
                int8_mode=int8_mode, calib_data=calib_data, calibrator=calibrator, calib_cache=calib_cache,
                calib_limit=calib_limit, workspace_mib=workspace_mib, plugins=plugins, timing_cache=timing_cache,
                verbose=verbose, inspect=inspect, compute_capabilities=compute_capabilities, cuda_graph=cuda_graph,
@@ -176,7 +178,7 @@ def _check_arguments(job):
 def _plan_profiles(job):
     """-- shapes and profiles (sets ``dims``, ``profiles``)."""
     facts = job.facts
-    job.dims = dims = facts["dims"]
+    job.input_dims = dims = facts["dims"]
     if len(dims) != 4:
         raise UserError("input %r of %s has shape %s; expected [batch, 3, H, W]" % (facts["input"], job.onnx_path,
                                                                                   dims))
@@ -195,7 +197,7 @@ def _plan_profiles(job):
 
 def _plan_int8_mode(job):
     """-- precision plan (sets ``mode``: None, 'implicit' or 'qdq', and ``precision_label``)."""
-    facts, api, int8, fp16 = job.facts, job.api, job.int8, job.fp16
+    facts, api, int8, fp16 = job.facts, job.api, job.want_int8, job.fp16
     if int8:
         if facts["qdq"]:
             mode = "qdq"
@@ -212,7 +214,7 @@ def _plan_int8_mode(job):
         if facts["qdq"]:
             job.log("note: the ONNX carries Q/DQ nodes: the engine runs those layers in INT8 although --int8 is "
                     "not set")
-    job.mode = mode
+    job.int8_path = mode
     job.precision_label = "int8+fp16" if int8 and fp16 else "int8" if int8 else "fp16" if fp16 else "fp32"
 
 
@@ -221,7 +223,7 @@ def _prepare_calibration(job):
     ``inter_stem``, ``libs``, ``cache_path``, ``cache``, ``calib_data``, ``calib_inputs``, ``check_inputs``)."""
     from . import calib, precision
 
-    facts, api, mode, dims, log = job.facts, job.api, job.mode, job.dims, job.log
+    facts, api, mode, dims, log = job.facts, job.api, job.int8_path, job.input_dims, job.log
     onnx_sha = sha256_file(job.onnx_path)
     stem = os.path.splitext(job.save_path)[0]
     job.inter_stem = stem if job.keep_intermediate else os.path.join(job.work, os.path.basename(stem))
@@ -261,7 +263,7 @@ def _transform_graph(job):
     ``accuracy``)."""
     from . import calib, precision
 
-    onnx_path, api, mode, log = job.onnx_path, job.api, job.mode, job.log
+    onnx_path, api, mode, log = job.onnx_path, job.api, job.int8_path, job.log
     build_onnx = onnx_path
     transforms = []
     accuracy = {}
@@ -301,7 +303,7 @@ def _load_plugins(job):
 def _parse_network(job):
     """-- network: parse the ONNX to build (sets ``builder``, ``network``, ``inp``)."""
     api, facts, logger, build_onnx, log = job.api, job.facts, job.logger, job.build_onnx, job.log
-    job.builder = builder = trt_compat.new_builder(api, logger)
+    job.trt_builder = builder = trt_compat.new_builder(api, logger)
     job.network = network = trt_compat.create_network(api, builder)
     from onnx import defs
     parser = trt_compat.new_parser(api, network, logger,
@@ -330,7 +332,7 @@ def _parse_network(job):
 def _configure_builder(job):
     """-- config: workspace, precision flags, graph capture, profiles, calibrator, timing cache (sets ``config``,
     ``workspace``, ``graph_flag``, ``cal``; ``timing_cache`` becomes None where it is ignored)."""
-    api, builder, inp = job.api, job.builder, job.inp
+    api, builder, inp = job.api, job.trt_builder, job.inp
     job.config = config = builder.create_builder_config()
     device_total = None
     if not job.workspace_mib and api.branches["workspace"] == "max_workspace_size":
@@ -338,19 +340,19 @@ def _configure_builder(job):
         device_total = cuda.total_memory()
     job.workspace = trt_compat.set_workspace(api, config, job.workspace_mib, device_total)
     job.log("builder workspace: %s" % job.workspace["note"])
-    trt_compat.set_precision_flags(api, config, fp16=job.fp16, int8=bool(job.int8))
+    trt_compat.set_precision_flags(api, config, fp16=job.fp16, int8=bool(job.want_int8))
     job.graph_flag = bool(job.cuda_graph) and trt_compat.enable_graph_capture(api, config)
     if job.compute_capabilities:
         trt_compat.set_compute_capabilities(api, config, job.compute_capabilities)
     if job.inspect:
         config.profiling_verbosity = api.module.ProfilingVerbosity.DETAILED
-    chw = tuple(job.dims[1:])
+    chw = tuple(job.input_dims[1:])
     if job.facts["dynamic"]:
         for lo, opt, hi in job.profiles:
             prof = builder.create_optimization_profile()
             prof.set_shape(inp.name, (lo,) + chw, (opt,) + chw, (hi,) + chw)
             config.add_optimization_profile(prof)
-    job.cal = _attach_calibrator(job, chw) if job.mode == "implicit" else None
+    job.cal = _attach_calibrator(job, chw) if job.int8_path == "implicit" else None
     if job.timing_cache:
         if api.is_rtx:
             job.log("note: --timing-cache is ignored by %s (no autotuning ahead of time)" % api.display_name)
@@ -378,7 +380,7 @@ def _attach_calibrator(job, chw):
                                 cache, input_name=inp.name)
     cal_profile = None
     if job.facts["dynamic"]:
-        cal_profile = job.builder.create_optimization_profile()
+        cal_profile = job.trt_builder.create_optimization_profile()
         shape = (cal_batch,) + chw
         cal_profile.set_shape(inp.name, shape, shape, shape)
     trt_compat.set_int8_calibrator(job.api, job.config, cal, cal_profile)
@@ -390,14 +392,14 @@ def _run_build(job):
     ``build_s``)."""
     from . import calib
 
-    api, logger, cal, profiles, mode = job.api, job.logger, job.cal, job.profiles, job.mode
+    api, logger, cal, profiles, mode = job.api, job.logger, job.cal, job.profiles, job.int8_path
     job.log("building %s engine (%s%s) ..." % (
         job.precision_label, "profiles " + ", ".join("%d:%d:%d" % p for p in profiles)
         if job.facts["dynamic"] else "static batch %d" % profiles[0][0], ", INT8 %s" % mode if mode else ""))
     mark = logger.mark()
     t0 = time.time()
     try:
-        serialized = job.builder.build_serialized_network(job.network, job.config)
+        serialized = job.trt_builder.build_serialized_network(job.network, job.config)
     finally:
         if cal is not None:
             cal.free()
@@ -414,7 +416,7 @@ def _run_build(job):
         errors = logger.errors(mark)
         raise BuildError("%s could not build the engine: %s" % (
             api.display_name, errors[-1] if errors else "no error message (see the log above)"), errors)
-    job.data = data = bytes(serialized)
+    job.engine_bytes = data = bytes(serialized)
     write_bytes(job.save_path, data)
     if job.timing_cache:
         tc = trt_compat.serialize_timing_cache(job.config)
@@ -424,8 +426,8 @@ def _run_build(job):
 
 def _write_sidecar(job):
     """The sidecar dict, written to ``<engine>.json`` (with the layer information under --inspect); returned."""
-    api, config, facts, profiles, mode = job.api, job.config, job.facts, job.profiles, job.mode
-    save_path, onnx_path, build_onnx, data = job.save_path, job.onnx_path, job.build_onnx, job.data
+    api, config, facts, profiles, mode = job.api, job.config, job.facts, job.profiles, job.int8_path
+    save_path, onnx_path, build_onnx, data = job.save_path, job.onnx_path, job.build_onnx, job.engine_bytes
     cache, calib_inputs, calib_data = job.cache, job.calib_inputs, job.calib_data
     meta = {
         "format": sidecar.FORMAT,
@@ -437,7 +439,7 @@ def _write_sidecar(job):
         "calibration_inputs": None if calib_inputs is None or not mode else int(len(calib_inputs)),
         "calibration_source": os.path.abspath(calib_data) if calib_data and mode else None,
         "strongly_typed": api.strongly_typed,
-        "input": {"name": job.inp.name, "shape": [d if isinstance(d, int) else -1 for d in job.dims]},
+        "input": {"name": job.inp.name, "shape": [d if isinstance(d, int) else -1 for d in job.input_dims]},
         "dynamic": facts["dynamic"],
         "batch": None if facts["dynamic"] else profiles[0][0],
         "profiles": [list(p) for p in profiles],

@@ -196,13 +196,14 @@ def test_only_trt_compat_imports_or_versions_tensorrt():
     pat = re.compile(r"^\s*(import|from)\s+tensorrt(_rtx)?\b|import_module\(\s*['\"]tensorrt|"
                      r"\b(trt|tensorrt|tensorrt_rtx)\.__version__", re.M)
     offenders = []
-    for folder in ("mobilevit_trt",):
-        for name in sorted(os.listdir(os.path.join(ROOT, folder))):
-            if not name.endswith(".py") or name in ("trt_compat.py", "__init__.py"):
+    for folder, _, names in os.walk(os.path.join(ROOT, "mobilevit_trt")):
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            if not name.endswith(".py") or path == os.path.join(ROOT, "mobilevit_trt", "trt_compat.py"):
                 continue
-            with open(os.path.join(ROOT, folder, name)) as f:
+            with open(path) as f:
                 if pat.search(f.read()):
-                    offenders.append(name)
+                    offenders.append(os.path.relpath(path, ROOT))
     for script in ("convert_to_trt.py", "test_trt.py"):
         with open(os.path.join(ROOT, script)) as f:
             if pat.search(f.read()):
