@@ -13,17 +13,15 @@ Output (deterministic for a given --source/--seed/--val-per-class; about 2 s):
   <out>/train.lmdb, <out>/val.lmdb                                   the same images in the toolkit's LMDB format
   <out>/dataset.json                                                 source, split, counts, content digest
 """
-import os
 
 from mobilevit_trt import cli
-
-DEFAULT_OUT = os.path.join("benchmark", "data", "default")
-
 
 def build_parser():
     p = cli.make_parser(__doc__.splitlines()[0], prog="make_default_dataset.py")
     p.add_argument("--source", choices=("mnist5k", "digits"), default="mnist5k", help="which packaged dataset")
-    p.add_argument("--save_path", "--save-path", dest="save_path", default=DEFAULT_OUT, help="output folder")
+    p.add_argument("--save_path", "--save-path", dest="save_path", default=None,
+                   help="output folder (default: $MOBILEVIT_TRT_DATA_DIR, else benchmark/data/default: where the "
+                        "toolkit looks for the default dataset)")
     p.add_argument("--val-per-class", type=cli.positive_int, default=100,
                    help="held-out images per class (the rest is the train split)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stratified train/val split")
@@ -35,6 +33,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from mobilevit_trt.data import default_root
+    args.save_path = args.save_path or default_root()
     cli.check_outputs(folders={"--save_path": args.save_path}, built_beside=True)  # built beside, then renamed
     from mobilevit_trt.data import make_default_dataset
 

@@ -27,11 +27,12 @@ def default_calibration_source(log=print):
         return data.default_split("train")
     except UserError:
         pass
-    log("the default dataset is not there: making it in %s" % data.DEFAULT_DATASET_DIR)
+    root = data.default_root()
+    log("the default dataset is not there: making it in %s" % root)
     try:
-        data.make_default_dataset(data.DEFAULT_DATASET_DIR, show_progress=False)
+        data.make_default_dataset(root, show_progress=False)
     except (ImportError, OSError) as e:
-        raise UserError("cannot make the default dataset in %s (%s)" % (data.DEFAULT_DATASET_DIR, e))
+        raise UserError("cannot make the default dataset in %s (%s)" % (root, e))
     return data.default_split("train")
 
 

@@ -246,10 +246,9 @@ def test_gen_test_data_matches_pytorch(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- the package
-def test_package_reexports_and_assignments_reach_the_defining_module(tmp_path, monkeypatch):
+def test_package_reexports_and_the_data_folder_setting(tmp_path, monkeypatch):
     """mobilevit_trt.data is a package of modules; the names the rest of the project uses are on it, the shared
-    state exists once, and assigning a setting on the package (as tests and wrappers do with DEFAULT_DATASET_DIR)
-    reaches the module that reads it."""
+    state exists once, and the default dataset's folder follows $MOBILEVIT_TRT_DATA_DIR."""
     from mobilevit_trt.data import datasets, default_dataset, lmdb_writer, reference
     from tests.helpers import ROOT
 
@@ -258,10 +257,10 @@ def test_package_reexports_and_assignments_reach_the_defining_module(tmp_path, m
     assert D.make_default_dataset is default_dataset.make_default_dataset
     assert D.write_reference_data is reference.write_reference_data
     assert lmdb_writer.shared_env is datasets.shared_env and not hasattr(lmdb_writer, "_ENVS")
+    monkeypatch.delenv(D.DATA_DIR_ENV, raising=False)
+    assert D.default_root() == D.DEFAULT_DATASET_DIR
     os.makedirs(str(tmp_path / "train"))
-    monkeypatch.setattr(D, "DEFAULT_DATASET_DIR", str(tmp_path))
-    assert default_dataset.DEFAULT_DATASET_DIR == str(tmp_path)
-    assert D.default_split("train") == str(tmp_path / "train")
-    monkeypatch.undo()
-    assert default_dataset.DEFAULT_DATASET_DIR == D.DEFAULT_DATASET_DIR == os.path.join(ROOT, "benchmark", "data",
-                                                                                         "default")
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path))
+    assert D.default_root() == str(tmp_path) and D.default_split("train") == str(tmp_path / "train")
+    with pytest.raises(UserError, match="default dataset is not there"):
+        D.default_split("val")

@@ -321,7 +321,7 @@ def test_fp16_comparison_of_a_plugin_graph_runs_the_reference_ops(xxs, tmp_path)
 def test_int8_without_calib_data_uses_the_default_training_split(xxs, rtx_api, tmp_path, monkeypatch):
     root = str(tmp_path / "default")
     D.make_default_dataset(root, lmdb=False, show_progress=False)
-    monkeypatch.setattr(D, "DEFAULT_DATASET_DIR", root)
+    monkeypatch.setenv(D.DATA_DIR_ENV, root)
     lines = []
     meta = build.build_engine(xxs["dynamic"], str(tmp_path / "i8.engine"), int8=True, calib_limit=16,
                               log=lines.append)
@@ -333,7 +333,7 @@ def test_int8_without_calib_data_uses_the_default_training_split(xxs, rtx_api, t
                               keep_intermediate=True, log=_quiet)
     assert os.path.isfile(keep["built_onnx"]["path"]) and keep["built_onnx"]["path"].endswith("k.qdq.onnx")
     # a fresh clone has no default dataset: it is made on demand (in a folder of its own here)
-    monkeypatch.setattr(D, "DEFAULT_DATASET_DIR", str(tmp_path / "fresh" / "default"))
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "fresh" / "default"))
     lines = []
     build.build_engine(xxs["dynamic"], str(tmp_path / "x.engine"), int8=True, calib_limit=8, log=lines.append)
     assert "the default dataset is not there: making it in %s" % (tmp_path / "fresh" / "default") in lines
@@ -351,11 +351,10 @@ def test_original_project_int8_command_works_without_calibration_flags(xxs, rtx_
     root = str(tmp_path / "default")
     D.make_default_dataset(root, lmdb=False, show_progress=False)
     engine = str(tmp_path / "out" / "dyn_int8.trt")
-    wrapper = ("import sys; from mobilevit_trt import cli, data; data.DEFAULT_DATASET_DIR = sys.argv[1]; "
-               "import convert_to_trt; cli.run_main(convert_to_trt.main, sys.argv[2:])")
-    r = subprocess.run([sys.executable, "-c", wrapper, root, "--input_path", xxs["dynamic"], "--save_path", engine,
+    r = subprocess.run([sys.executable, "convert_to_trt.py", "--input_path", xxs["dynamic"], "--save_path", engine,
                         "--dynamic", "--fp16", "--int8", "--calib-limit", "16"], cwd=ROOT, capture_output=True,
-                       text=True, env=dict(os.environ, **{trt_compat.MODULE_ENV: "tensorrt_rtx"}), timeout=900)
+                       text=True, env=dict(os.environ, **{trt_compat.MODULE_ENV: "tensorrt_rtx", D.DATA_DIR_ENV: root}),
+                       timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "no --calib-data: calibrating on the default dataset's training split %s" % os.path.join(root, "train") \
         in r.stdout

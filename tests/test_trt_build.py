@@ -225,7 +225,7 @@ def test_int8_needs_calibration_data(variants, work, monkeypatch):
     blocker = str(work / "a-file")
     with open(blocker, "w") as f:
         f.write("not a folder")
-    monkeypatch.setattr(data, "DEFAULT_DATASET_DIR", os.path.join(blocker, "default"))
+    monkeypatch.setenv(data.DATA_DIR_ENV, os.path.join(blocker, "default"))
     with pytest.raises(UserError, match="--int8 needs calibration images: pass --calib-data"):
         build.build_engine(variants["static_b1"], str(work / "nocal.engine"), int8=True, log=lambda *a: None)
     assert not os.path.exists(str(work / "nocal.engine"))

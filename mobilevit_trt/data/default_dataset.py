@@ -15,13 +15,20 @@ from .lmdb_writer import folder_to_lmdb
 # --------------------------------------------------------------------------------------------- default dataset
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DATASET_DIR = os.path.join(REPO_ROOT, "benchmark", "data", "default")
+#: where the default dataset lives instead of DEFAULT_DATASET_DIR (a shared or faster disk, a test's folder)
+DATA_DIR_ENV = "MOBILEVIT_TRT_DATA_DIR"
 PACKAGED_SOURCES = ("mnist5k", "digits")
 
 
+def default_root():
+    """The default dataset's folder: ``$MOBILEVIT_TRT_DATA_DIR`` when set, else :data:`DEFAULT_DATASET_DIR`."""
+    return os.environ.get(DATA_DIR_ENV) or DEFAULT_DATASET_DIR
+
+
 def default_split(split="val", root=None):
-    """Path of a split of the default dataset (in ``root``, default :data:`DEFAULT_DATASET_DIR`):
-    ``<split>.lmdb`` where lmdb is installed, else the image folder."""
-    root = root or DEFAULT_DATASET_DIR
+    """Path of a split of the default dataset (in ``root``, default :func:`default_root`): ``<split>.lmdb`` where
+    lmdb is installed, else the image folder."""
+    root = root or default_root()
     lmdb_path = os.path.join(root, split + ".lmdb")
     folder = os.path.join(root, split)
     try:
@@ -99,10 +106,11 @@ def _png_bytes(array):
     return buf.getvalue()
 
 
-def make_default_dataset(save_path=DEFAULT_DATASET_DIR, source="mnist5k", val_per_class=100, seed=0, lmdb=True,
+def make_default_dataset(save_path=None, source="mnist5k", val_per_class=100, seed=0, lmdb=True,
                          force=False, show_progress=True):
     """Write ``save_path/{train,val}/<class>/<index>.png`` (+ ``train.lmdb``/``val.lmdb`` through
     :func:`folder_to_lmdb`) and ``dataset.json``; reuse an identical existing export unless ``force``.
+    ``save_path=None``: :func:`default_root`.
 
     The whole folder is built beside ``save_path`` and renamed into place, so a failed run leaves nothing.
     """
@@ -110,6 +118,7 @@ def make_default_dataset(save_path=DEFAULT_DATASET_DIR, source="mnist5k", val_pe
 
     from ..fileio import write_json
 
+    save_path = save_path or default_root()
     settings = {"source": source, "val_per_class": int(val_per_class), "seed": int(seed), "lmdb": bool(lmdb),
                 "layout_version": 2}
     info_path = os.path.join(save_path, "dataset.json")
