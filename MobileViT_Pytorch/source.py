@@ -2,7 +2,7 @@
 
 * :func:`torch_backend`: a checkpoint (or the shipped default weights) as a ``mobilevit_trt.backends.TorchBackend``;
   ``fake_quant=True`` runs a QAT checkpoint with its fake quantizers (the model its Q/DQ ONNX was exported from).
-* :class:`CheckpointSource`: what ``mobilevit_trt.pipeline`` needs of a model (``mobilevit_trt.plan.ModelSource``):
+* :class:`CheckpointSource`: what ``mobilevit_trt.pipeline`` needs of a model source (its docstring lists it):
   load it base or ``--opt``, the QAT checkpoints beside it, and their Q/DQ export.
 """
 import os
@@ -12,7 +12,6 @@ from mobilevit_trt.errors import UserError
 from . import checkpoint as C
 
 FAMILY = "mobilevit-original"
-QAT_KEYS = ("qat_w", "qat_wa")
 
 
 def resolve_weights(model_path):

@@ -64,10 +64,11 @@ def main(argv=None):
     if run.failed:
         raise UserError("stages failed: %s (see %s)" % (", ".join(run.failed), run.state_path))
     files = {v.name: run.path("onnx", v.name + ".onnx") for v in plan.files()}
-    table = {"meta": {"model": os.path.abspath(args.model_path), "images": _images(results), "opset": 13,
+    table = {"meta": {"model": _rel(args.model_path), "val": _rel(args.val_path or _default("val")),
+                      "images": _images(results), "opset": 13,
                       "runtime": "ONNX Runtime CPUExecutionProvider (default graph optimizations)",
                       "calibration": "%d images of %s (seeded random pick, seed 0)" % (
-                          args.calib_count, args.train_path or _default("train"))},
+                          args.calib_count, _rel(args.train_path or _default("train")))},
              "rows": table_rows(sorted([r for r in results["accuracy"] if r["variant"] in rows],
                                        key=lambda r: rows.index(r["variant"])),
                                 lambda name: files.get(name) or (args.model_path if name == "torch_fp32" else None))}
@@ -85,6 +86,13 @@ def main(argv=None):
 def _default(split):
     from mobilevit_trt.data import default_split
     return default_split(split)
+
+
+def _rel(path):
+    """A path inside the repository as a relative path (the JSON is committed), others as given."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full = os.path.abspath(path)
+    return os.path.relpath(full, root) if full.startswith(root + os.sep) else path
 
 
 def _images(results):

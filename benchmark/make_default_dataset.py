@@ -20,8 +20,8 @@ def build_parser():
     p = cli.make_parser(__doc__.splitlines()[0], prog="make_default_dataset.py")
     p.add_argument("--source", choices=("mnist5k", "digits"), default="mnist5k", help="which packaged dataset")
     p.add_argument("--save_path", "--save-path", dest="save_path", default=None,
-                   help="output folder (default: $MOBILEVIT_TRT_DATA_DIR, else benchmark/data/default: where the "
-                        "toolkit looks for the default dataset)")
+                   help="output folder (default: $MOBILEVIT_TRT_DATA_DIR if set, else benchmark/data/default, the "
+                        "folder the toolkit reads the default dataset from)")
     p.add_argument("--val-per-class", type=cli.positive_int, default=100,
                    help="held-out images per class (the rest is the train split)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stratified train/val split")

@@ -74,7 +74,8 @@ class Context(object):
             for ref in refs:
                 r = self.plan[ref]
                 files += self.source.files(**r.make.params) if r.is_root else [self.path(r)]
-            if v.make.kind == "ptq" and self.calib_path and os.path.isfile(self.calib_path):
+            uses_calib = v.make.kind == "ptq" or any(c.inputs == "calibration" for c in v.checks)
+            if uses_calib and self.calib_path and os.path.isfile(self.calib_path):
                 files.append(self.calib_path)
         return sorted(set(files), key=files.index)
 
@@ -148,9 +149,8 @@ def check(ctx, v, path, c, seed=0):
 
 def make_checked(ctx, v):
     """Make ``v`` and check it; the file lands at ``ctx.path(v)`` only when every check passed."""
-    if v.make.kind not in MAKERS:
-        raise UserError("variant %s: no recipe for a %r step (choose from %s)" % (
-            v.name, v.make.kind, ", ".join(sorted(MAKERS))))
+    if os.path.isfile(ctx.path(v)):  # a file of an earlier run must not outlive a check that fails now
+        os.remove(ctx.path(v))
     with atomic_path(ctx.path(v)) as tmp:
         info = MAKERS[v.make.kind](ctx, v, tmp)
         info["checks"] = [check(ctx, v, tmp, c) for c in v.checks]

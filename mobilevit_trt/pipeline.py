@@ -22,10 +22,13 @@ import os
 import platform
 import time
 
+from . import plugin_spec
 from .errors import UserError
 from .makers import Context, make_checked
 from .plan import BATCHES, build_plan
 from .stages import StageRunner
+
+STAGES = ("make", "engines", "accuracy", "cpu-bench")
 
 
 def run_pipeline(source, out="runs/default", plan=None, force=False, data_path=None, train_path=None,
@@ -35,7 +38,10 @@ def run_pipeline(source, out="runs/default", plan=None, force=False, data_path=N
     else depends on them; returns ``(results, runner)``; results and the report go to ``out``."""
     t_start = time.time()
     plan = plan or build_plan()
-    want = set(stages or ("make", "engines", "accuracy", "cpu-bench"))
+    want = set(stages or STAGES)
+    if want - set(STAGES):
+        raise UserError("unknown pipeline stage(s) %s (choose from %s)" % (", ".join(sorted(want - set(STAGES))),
+                                                                          ", ".join(STAGES)))
     run = StageRunner(out, force=force, log=log)
     os.makedirs(run.path("onnx"), exist_ok=True)
     val_path, train_src = data_stages(run, data_path, train_path, log)
@@ -66,9 +72,11 @@ def data_stages(run, data_path, train_path, log):
     from . import data as data_mod
 
     def make_dataset():
-        info = data_mod.make_default_dataset(show_progress=False)
+        info = data_mod.make_default_dataset(root, show_progress=False)
         return {"dataset": info.get("name", "default"), "counts": info.get("counts")}
-    run.run("dataset", make_dataset, params={"v": 1})
+    root = data_mod.default_root()
+    run.run("dataset", make_dataset, params={"v": 1, "root": root},
+            outputs=[os.path.join(root, "train"), os.path.join(root, "val")])
     try:
         return data_mod.default_split("val"), train_path or data_mod.default_split("train")
     except UserError as e:
@@ -106,8 +114,10 @@ def make_stages(ctx):
         if not todo:
             ctx.run.skip(stage, ctx.unavailable(variants[0]))
             continue
-        params = {"v": 3, "source": ctx.source.params,
+        params = {"v": 3, "source": ctx.source.params, "calib_count": ctx.calib_count,
                   "variants": [(v.name, v.make, v.source, v.checks) for v in todo]}
+        if any(v.make.kind == "fuse" for v in todo):  # the plugin node contract is part of a fused graph
+            params["plugins"] = [list(plugin_spec.SPECS), plugin_spec.PLUGIN_NAMESPACE, plugin_spec.PLUGIN_VERSION]
         rows = ctx.run.run(stage, lambda todo=todo: [make_checked(ctx, v) for v in todo],
                            inputs=ctx.inputs_of(todo), params=params, outputs=[ctx.path(v) for v in todo])
         for r in rows or []:
@@ -239,7 +249,8 @@ def summarize_made(plan, made):
             exports.append({"variant": name, "nodes": r["nodes"], "nodes_exported": r["nodes_exported"],
                             "max_abs_vs_torch": chk.get("max_abs"), "passed": chk.get("passed"),
                             "op_counts": r["op_counts"]})
-            model = model or r.get("model") or {}
+            if not model or v.source == "torch_opt":  # the --opt model describes the run, as before
+                model = r.get("model") or {}
         for chk in r["checks"]:
             if chk.get("inputs") == "calibration":
                 reduced[name] = {"top1_agreement": chk["top1_agreement"], "max_abs_logit_err": chk["max_abs"],

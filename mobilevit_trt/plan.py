@@ -15,6 +15,7 @@ accuracy loop run them through ``backends.TorchBackend``.
 """
 import collections
 
+from .errors import UserError
 from .export import DYNAMIC_VERIFY_BATCHES
 from .verify import Tolerance
 
@@ -39,7 +40,7 @@ STATS_ONLY = Tolerance()
 
 
 class Step(collections.namedtuple("Step", "kind params")):
-    """How a variant is made: ``kind`` names the recipe (``pipeline.MAKERS``), ``params`` its arguments."""
+    """How a variant is made: ``kind`` names the recipe (``makers.MAKERS``), ``params`` its arguments."""
     __slots__ = ()
 
     def __new__(cls, kind, **params):
@@ -93,7 +94,8 @@ class Variant(collections.namedtuple("Variant", "name make source checks engine 
 
     @property
     def static_batch(self):
-        """The batch an export was made for (None: dynamic; every other step keeps its source's dynamic batch)."""
+        """The batch an export was made for; None for a dynamic export and for every other step (the plan makes
+        those from dynamic graphs)."""
         return None if self.make.get("dynamic", True) else self.make.get("batch")
 
 
@@ -114,6 +116,9 @@ class Plan(object):
     def __init__(self, variants):
         self.variants = collections.OrderedDict()
         for v in variants:
+            if v.make.kind not in STAGE_NAMES:
+                raise UserError("variant %s: no recipe for a %r step (choose from %s)" % (
+                    v.name, v.make.kind, ", ".join(sorted(STAGE_NAMES))))
             if v.name in self.variants:
                 raise ValueError("variant %r declared twice" % v.name)
             for ref in [v.source] + [c.against for c in v.checks] + [v.engine.onnx if v.engine else None]:

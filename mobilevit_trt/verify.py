@@ -56,7 +56,7 @@ def run_all(backend, x):
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - k, axis=0)])
         outs.append(np.asarray(backend.infer(chunk))[:k])
     out = np.asarray(outs[0] if len(outs) == 1 else np.concatenate(outs))
-    if out.ndim < 1 or out.shape[0] != n:
+    if out.ndim < 2 or out.shape[0] != n:
         raise RuntimeError("backend returned outputs of shape %s for a batch of %d" % (out.shape, n))
     return out
 

@@ -177,3 +177,8 @@ def test_a_failed_check_fails_its_stage_and_writes_nothing(tmp_path):
     assert "FAILED opt_dynamic_fp16_strict vs opt_dynamic" in st["fp16"]["note"]
     assert os.path.isfile(os.path.join(out, "onnx", "opt_dynamic.onnx"))
     assert not [f for f in os.listdir(os.path.join(out, "onnx")) if "fp16" in f]
+
+
+def test_a_step_without_a_recipe_is_one_user_error():
+    with pytest.raises(UserError, match="no recipe for a 'int4' step"):
+        P.build_plan(extra=[P.Variant("opt_dynamic_int4", P.Step("int4"), source="opt_dynamic")])
