@@ -90,10 +90,8 @@ def check_model(model_proto):
 
 def verify_inputs(dynamic, batch, img_size=256, seed=0):
     """The seeded random batches an export is checked on: each of DYNAMIC_VERIFY_BATCHES, or the static batch."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((b, 3, img_size, img_size)).astype(np.float32)
-            for b in (DYNAMIC_VERIFY_BATCHES if dynamic else (batch,))]
+    from .verify import random_batches
+    return random_batches(DYNAMIC_VERIFY_BATCHES if dynamic else (batch,), img_size, seed)
 
 
 def check_against_torch(model, onnx_path, dynamic, batch, img_size=256, atol=VERIFY_ATOL):

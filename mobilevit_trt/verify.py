@@ -35,6 +35,14 @@ class Tolerance(collections.namedtuple("Tolerance", "atol rtol min_top1")):
         return ", ".join(parts) or "no tolerance (statistics only)"
 
 
+def random_batches(batches, img_size=256, seed=0):
+    """Seeded standard-normal inputs ``[b, 3, img_size, img_size]``, one array per entry of ``batches``: what the
+    export checks and the plan's ``inputs="random"`` checks compare on."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((b, 3, img_size, img_size)).astype(np.float32) for b in batches]
+
+
 def run_all(backend, x):
     """``backend.infer`` on any number of rows: split into chunks the backend accepts (at most its largest batch),
     pad a chunk below every accepted size with copies of its last row, drop the padded outputs."""
