@@ -22,7 +22,7 @@ RANDOM_INIT_SEED = 0
 class _RestrictedUnpickler(pickle.Unpickler):
     """For torch < 1.13 (no ``weights_only``): unpickle tensors and plain containers only."""
 
-    ALLOWED = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
+    ALLOWED = {("collections", "OrderedDict"), ("argparse", "Namespace"), ("torch._utils", "_rebuild_tensor_v2"),
                ("torch._utils", "_rebuild_parameter"), ("torch", "Size"), ("torch", "device")} | {
         ("torch", n) for n in ("FloatStorage", "HalfStorage", "DoubleStorage", "BFloat16Storage", "LongStorage",
                                "IntStorage", "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage")}
@@ -44,10 +44,22 @@ def _safe_torch_load(path, force_restricted=False):
     with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": a failure is reported as one UserError
         warnings.simplefilter("ignore")
         if not force_restricted and "weights_only" in inspect.signature(torch.load).parameters:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            with _plain_namespaces():
+                return torch.load(path, map_location="cpu", weights_only=True)
         # torch < 1.13: the restricted unpickler above instead (the flag only tells torch to use pickle_module)
         kwargs = {"weights_only": False} if "weights_only" in inspect.signature(torch.load).parameters else {}
         return torch.load(path, map_location="cpu", pickle_module=restricted_pickle, **kwargs)
+
+
+def _plain_namespaces():
+    """timm's training checkpoints store their command line as an ``argparse.Namespace`` (an attribute holder:
+    unpickling it runs no code); torch's weights-only loader accepts it when told (torch >= 2.4)."""
+    import argparse
+    import contextlib
+
+    import torch
+    safe = getattr(torch.serialization, "safe_globals", None)
+    return safe([argparse.Namespace]) if safe else contextlib.nullcontext()
 
 
 META_KEYS = ("arch", "num_classes", "img_size", "epoch", "best_acc1", "classes", "qat")
@@ -112,9 +124,10 @@ def is_qat_checkpoint(meta):
     return isinstance(meta, dict) and isinstance(meta.get("qat"), dict)
 
 
-def read_checkpoint(path, force_restricted=False):
+def read_checkpoint(path, force_restricted=False, use_ema=False):
     """Return ``(state_dict, meta)`` from a checkpoint file; ``meta`` holds the stored metadata of
-    :data:`META_KEYS` (arch, num_classes, img_size, ..., ``qat`` for a QAT checkpoint)."""
+    :data:`META_KEYS` (arch, num_classes, img_size, ..., ``qat`` for a QAT checkpoint) and ``has_ema`` when the
+    file also holds EMA weights (timm's ``state_dict_ema``), which ``use_ema`` picks."""
     import torch
 
     if not os.path.isfile(path):
@@ -124,9 +137,13 @@ def read_checkpoint(path, force_restricted=False):
     except Exception as e:  # pickle.UnpicklingError, RuntimeError (not a zip/pickle), EOFError, KeyError, ...
         raise _load_error(path, e)
     meta = {}
+    has_ema = isinstance(obj, dict) and isinstance(obj.get("state_dict_ema"), dict)
+    if use_ema and not has_ema:
+        raise UserError("--use-ema: %s holds no EMA weights (no 'state_dict_ema')" % path)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         meta = {k: obj[k] for k in META_KEYS if k in obj}
-        sd = obj["state_dict"]
+        meta["has_ema"] = has_ema
+        sd = obj["state_dict_ema" if use_ema else "state_dict"]
     elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         sd = obj["model"]
     else:

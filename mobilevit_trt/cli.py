@@ -75,14 +75,26 @@ def check_outputs(files=None, folders=None, results_file=None, built_beside=Fals
 def add_model_args(parser, model_path_default=None):
     g = parser.add_argument_group("model")
     g.add_argument("--model_path", "--model-path", dest="model_path", default=model_path_default,
-                   help="PyTorch checkpoint (.pth/.pth.tar; with or without a 'state_dict' wrapper and "
-                        "'module.' prefix). Default: the shipped default weights if present, else a "
-                        "deterministic random initialisation (with a warning).")
+                   help="PyTorch checkpoint (.pth/.pth.tar/.pt/.safetensors; with or without a 'state_dict' "
+                        "wrapper and 'module.' prefix; timm training checkpoints; ml-cvnets .pt) or a Hugging Face "
+                        "model folder. Default: the shipped default weights if present, else a deterministic "
+                        "random initialisation (with a warning).")
+    g.add_argument("--model", default=None, metavar="KIND[:NAME]",
+                   help="which model the checkpoint is (default: auto, detected from the file): original[:xxs|xs|s], "
+                        "timm:<name> (Apple's official MobileViT on timm's code: mobilevit_xxs|xs|s, "
+                        "mobilevitv2_050..200; without --model_path a random initialisation), hf (a Hugging Face "
+                        "folder as --model_path), cvnets (an ml-cvnets .pt)")
+    g.add_argument("--use-ema", action="store_true",
+                   help="a timm training checkpoint: its EMA weights (state_dict_ema) instead of state_dict, as "
+                        "timm's validate.py --use-ema")
     g.add_argument("--arch", choices=ARCH_CHOICES, default=None,
-                   help="MobileViT size (default: read from the checkpoint's metadata, else 's')")
+                   help="MobileViT size (default: read from the checkpoint's metadata, else 's'); with --model "
+                        "timm, the official model of that size")
     g.add_argument("--num-classes", type=int, default=None,
                    help="classifier width (default: read from the checkpoint, else 1000)")
-    g.add_argument("--img-size", type=int, default=256, help="input height = width (multiple of 32)")
+    g.add_argument("--img-size", type=int, default=None,
+                   help="input height = width, a multiple of 32 (default: the model's own: a Hugging Face "
+                        "config's image_size, else 256)")
     return g
 
 

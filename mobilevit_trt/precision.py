@@ -382,9 +382,15 @@ def _fp16_outputs(g, new_nodes, types, cur):
             new_nodes.append(helper.make_node("Cast", [tmp], [name], to=FLOAT, name="fp16_cast_out_%s" % name))
     del g.node[:]
     g.node.extend(new_nodes)
-    for vi in g.value_info:  # declared types (e.g. plugin outputs written by graph surgery) follow the conversion
+    # declared types (e.g. plugin outputs written by graph surgery) follow the conversion; a declaration of an
+    # initializer (an exporter's Constant moved to the initializers, now float16) goes: the initializer says it
+    inits = {t.name for t in g.initializer}
+    kept = [vi for vi in g.value_info if vi.name not in inits]
+    for vi in kept:
         if vi.type.tensor_type.elem_type == FLOAT and vi.name in cur:
             vi.type.tensor_type.elem_type = cur[vi.name]
+    del g.value_info[:]
+    g.value_info.extend(kept)
 
 
 # -- Q/DQ INT8 --------------------------------------------------------------------------------------------------------

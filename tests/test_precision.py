@@ -123,6 +123,30 @@ def test_fp16_refuses_control_flow(tmp_path):
         precision.convert_fp16(src, str(tmp_path / "if16.onnx"))
 
 
+def test_fp16_of_a_graph_declaring_its_constants(tmp_path):
+    """Exporters' and ONNX Runtime's quantizer's value_info declares float Constant outputs; the conversion moves
+    those Constants to initializers and makes them float16: their float32 declarations must not survive (seen:
+    ``--fp16 --int8`` on every external export ended in 'Inferred elem type differs ... (10) vs (1)')."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w")
+    scale = helper.make_node("Constant", [], ["s"], value=numpy_helper.from_array(np.array(0.5, np.float32)))
+    nodes = [scale, helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Mul", ["c", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    assert "s" in {vi.name for vi in model.graph.value_info}  # the declaration the conversion must follow
+    src, dst = str(tmp_path / "c.onnx"), str(tmp_path / "c16.onnx")
+    onnx.save(model, src)
+    precision.convert_fp16(src, dst)
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    import onnxruntime as ort
+    want = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(dst, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=0, atol=5e-3 * np.abs(want).max())  # float16: ~3 digits
+
+
 @pytest.mark.parametrize("method", ["minmax", "entropy"])
 def test_qdq_graph_per_channel_no_int32_bias_and_accuracy(xxs_onnx, check_inputs, tmp_path, method):
     out = str(tmp_path / ("qdq_%s.onnx" % method))

@@ -61,9 +61,16 @@ def main(argv=None, prog=PROG):
         raise UserError("--opset must be between 11 and 21, got %d" % args.opset)
     if args.random_init and args.model_path:
         raise UserError("--random-init exports random weights and cannot be combined with --model_path")
+    if args.random_init and args.model is None:
+        args.model = "original"
     if args.atol is not None and not args.atol > 0:
         raise UserError("--atol must be positive, got %g" % args.atol)
     cli.check_outputs(files={"--save_path": args.save_path, "--report": args.report})
+    from MobileViT_Pytorch.source import OfficialSource, open_source
+    source = open_source(args.model, args.model_path, args.arch, args.num_classes, args.img_size, args.use_ema)
+    if isinstance(source, OfficialSource):
+        return _export_official(args, source)
+    args.img_size = source.img_size
     batch = args.batch or 1
     from MobileViT_Pytorch import checkpoint as C
     from mobilevit_trt.fileio import write_json
@@ -113,6 +120,31 @@ def main(argv=None, prog=PROG):
         report = export_onnx(model, args.save_path, batch=batch, dynamic=args.dynamic, opset=args.opset,
                              img_size=args.img_size, do_simplify=not args.no_simplify, verify=not args.no_verify,
                              atol=VERIFY_ATOL if args.atol is None else args.atol)
+    report["model"] = info
+    if args.report:
+        write_json(args.report, report)
+    print("saved %s (%d nodes, %.1f MB)" % (args.save_path, report["nodes"], os.path.getsize(args.save_path) / 1e6))
+    return 0
+
+
+def _export_official(args, source):
+    """Apple's official MobileViT (timm's code; weights from timm, Hugging Face or ml-cvnets) to ONNX."""
+    from mobilevit_trt.errors import UserError
+    from mobilevit_trt.export import export_onnx
+    from mobilevit_trt.fileio import write_json
+    if args.no_qdq:
+        raise UserError("--no-qdq is for QAT checkpoints of the original project's model")
+    if source.state_dict is None and not args.random_init:
+        print("warning: no --model_path: exporting a deterministic random initialisation of %s" % source.name,
+              file=sys.stderr)
+    model, info = source.load(opt=args.opt)
+    batch = args.batch or 1
+    kind = "dynamic" if args.dynamic else "static batch %d" % batch
+    print("exporting %s -> %s [%s%s, opset %d]" % (source.describe(), args.save_path, kind, ", opt" if args.opt
+                                                    else "", args.opset))
+    report = export_onnx(model, args.save_path, batch=batch, dynamic=args.dynamic, opset=args.opset,
+                         img_size=source.img_size, do_simplify=not args.no_simplify, verify=not args.no_verify,
+                         atol=VERIFY_ATOL if args.atol is None else args.atol)
     report["model"] = info
     if args.report:
         write_json(args.report, report)
