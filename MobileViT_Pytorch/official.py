@@ -56,20 +56,23 @@ def pretrained_cfg(name):
     return dict(cfg)
 
 
-def create_model(name, num_classes=1000, opt=False, seed=None):
-    """timm's ``name`` (eval mode, explicit attention); ``seed``: a deterministic random initialisation."""
+def create_model(name, num_classes=1000, opt=False, seed=None, explicit_attention=True):
+    """timm's ``name`` (eval mode, explicit attention); ``seed``: a deterministic random initialisation.
+    ``explicit_attention=False`` keeps timm's fused attention (training: same weights, faster on a GPU)."""
     import torch
 
     timm = _import_timm()
     name = canonical_name(name)
     kwargs = {"pretrained": False, "num_classes": int(num_classes)}
+    kwargs["exportable"] = bool(explicit_attention)
     if seed is None:
-        model = timm.create_model(name, exportable=True, **kwargs)
+        model = timm.create_model(name, **kwargs)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = timm.create_model(name, exportable=True, **kwargs)
-    _explicit_attention(model)
+            model = timm.create_model(name, **kwargs)
+    if explicit_attention:
+        _explicit_attention(model)
     model.eval()
     return make_export_friendly(model) if opt else model
 

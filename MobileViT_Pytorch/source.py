@@ -146,7 +146,7 @@ def open_source(model=None, model_path=None, arch=None, num_classes=None, img_si
     if kind == "timm" and name is None:
         from .official import SHORT_NAMES
         name = SHORT_NAMES.get(arch or "", None)
-    if kind == "original" or (kind == "auto" and model_path is None):
+    if model_path is None and kind in ("original", "auto"):
         _no_official_options(use_ema)
         return CheckpointSource(model_path, arch or name, qat_paths, img_size or 256)
     if model_path is None:

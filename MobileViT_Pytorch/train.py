@@ -45,8 +45,9 @@ class TorchImageDataset(object):
     loads an image: a run is repeatable for a given seed.
     """
 
-    def __init__(self, ds, augment=False, seed=0, hflip=False, min_scale=0.75):
+    def __init__(self, ds, augment=False, seed=0, hflip=False, min_scale=0.75, transform=None):
         self.ds = ds
+        self.transform = transform  # PIL image -> float32 CHW array (the model's preprocessing)
         self.augment = augment
         self.seed = seed
         self.hflip = hflip
@@ -69,7 +70,7 @@ class TorchImageDataset(object):
             if self.hflip and rng.random() < 0.5:
                 from PIL import Image
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        x = preprocess(img, self.ds.img_size)
+        x = self.transform(img) if self.transform is not None else preprocess(img, self.ds.img_size)
         return torch.from_numpy(x), int(self.ds.label(index))
 
 
@@ -255,6 +256,10 @@ def build_parser():
     d.add_argument("--val-limit", type=int, default=None, help="evaluate only the first N held-out images")
     m = p.add_argument_group("model")
     m.add_argument("--arch", choices=cli.ARCH_CHOICES, default="xxs")
+    m.add_argument("--model", default=None, metavar="timm:NAME",
+                   help="train Apple's official MobileViT on timm's code (e.g. timm:mobilevit_xxs) instead of the "
+                        "original project's model; its preprocessing is timm's (mean 0, std 1, bicubic, crop 0.9) "
+                        "and is recorded in the checkpoint")
     m.add_argument("--img-size", type=int, default=256, help="input height = width (multiple of 32)")
     m.add_argument("--model_path", "--model-path", dest="model_path", default=None,
                    help="start from this checkpoint (default: random init)")

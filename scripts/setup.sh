@@ -10,9 +10,11 @@ PY="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-# On this project's CPU machines 'torch==2.13.0' resolves to a local CPU wheel; elsewhere pip picks a build.
-if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  "$VENV/bin/python" -m pip install -q "torch==2.13.0" || "$VENV/bin/python" -m pip install -q "torch>=1.11,<2.14"
+# torch and torchvision as one pair (timm needs torchvision, whose builds fit one torch release each). On this
+# project's CPU machines this pair lies on disk; elsewhere pip picks a build.
+if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
+  "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" \
+    || "$VENV/bin/python" -m pip install -q "torch>=1.11,<2.15" "torchvision>=0.12,<0.30"
 fi
 "$VENV/bin/python" -m pip install -q -r requirements.txt
 if [ "${1:-}" != "--cpu-only" ]; then

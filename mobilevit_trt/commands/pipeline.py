@@ -18,9 +18,7 @@ PROG = "pipeline.py"  # the parser's name when run as the root script; mobilevit
 
 def build_parser(prog=PROG):
     p = cli.make_parser(__doc__.splitlines()[0], prog=prog)
-    p.add_argument("--model_path", "--model-path", dest="model_path", default=None,
-                   help="checkpoint (default: the shipped default weights)")
-    p.add_argument("--arch", choices=cli.ARCH_CHOICES, default=None, help="default: from the checkpoint")
+    cli.add_model_args(p)
     p.add_argument("--out", default="runs/default", help="run folder")
     p.add_argument("--force", action="store_true", help="re-run every stage")
     p.add_argument("--data_path", "--data-path", dest="data_path", default=None,
@@ -36,13 +34,12 @@ def build_parser(prog=PROG):
 
 def main(argv=None, prog=PROG):
     args = build_parser(prog).parse_args(argv)
-    from MobileViT_Pytorch.source import CheckpointSource
+    from MobileViT_Pytorch.source import open_source
     from mobilevit_trt.pipeline import run_pipeline
     from mobilevit_trt.plan import build_plan
-    if args.model_path:
-        cli.require_file(args.model_path, "checkpoint")
     cli.check_outputs(folders={"--out": args.out})
-    results, run = run_pipeline(CheckpointSource(args.model_path, args.arch), out=args.out,
+    source = open_source(args.model, args.model_path, args.arch, args.num_classes, args.img_size, args.use_ema)
+    results, run = run_pipeline(source, out=args.out,
                                 plan=build_plan(opset=args.opset), force=args.force, data_path=args.data_path,
                                 train_path=args.train_path, calib_count=args.calib_count, acc_limit=args.limit,
                                 bench_iters=args.bench_iters)
