@@ -62,7 +62,7 @@ def _plain_namespaces():
     return safe([argparse.Namespace]) if safe else contextlib.nullcontext()
 
 
-META_KEYS = ("arch", "num_classes", "img_size", "epoch", "best_acc1", "classes", "qat")
+META_KEYS = ("arch", "num_classes", "img_size", "epoch", "best_acc1", "classes", "qat", "preprocess")
 # names of the Python objects a refused checkpoint holds, as torch's weights-only unpickler (1.13+) or the
 # restricted one above reports them
 _REFUSED_GLOBAL = re.compile(r"(?:GLOBAL|Unsupported class|refusing to unpickle) ([\w.]+)")

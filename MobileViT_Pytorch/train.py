@@ -336,19 +336,58 @@ def _open_data(args):
 
 
 def _make_model(args, data, device, amp):
-    """main: the model (from --model_path or random init) on ``device``, summarised."""
+    """main: the model (from --model_path or random init) on ``device``, summarised; for an official model
+    (--model timm:NAME) also its preprocessing (``data.transform``, ``data.preprocess``)."""
     from MobileViT_Pytorch.checkpoint import load_model
     from MobileViT_Pytorch.models import build_mobilevit
 
-    if args.model_path:
+    data.transform, data.preprocess, args.model_name = None, None, None
+    if args.model:
+        model = _make_official(args, data)
+    elif args.model_path:
         model, _ = load_model(args.model_path, args.arch, data.num_classes, args.img_size)
     else:
         model = build_mobilevit(args.arch, args.img_size, data.num_classes)
     model = model.to(device)
     params = sum(p.numel() for p in model.parameters())
-    print("MobileViT-%s %dx%d, %d classes, %.2fM params; train %s (%d), val %s (%d); device %s%s, %d workers"
-          % (args.arch.upper(), args.img_size, args.img_size, data.num_classes, params / 1e6, data.train_path,
-             len(data.train_ds), data.val_path, len(data.val_ds), device, " bf16" if amp else "", data.workers))
+    print("%s %dx%d, %d classes, %.2fM params; train %s (%d), val %s (%d); device %s%s, %d workers"
+          % (args.model_name or "MobileViT-" + args.arch.upper(), args.img_size, args.img_size, data.num_classes,
+             params / 1e6, data.train_path, len(data.train_ds), data.val_path, len(data.val_ds), device,
+             " bf16" if amp else "", data.workers))
+    return model
+
+
+class _TimmTransform(object):
+    """timm's own evaluation transform (resize, center crop, normalise) as PIL -> float32 CHW array; a class,
+    not a closure, so that data-loader workers can receive it."""
+
+    def __init__(self, config):
+        from timm.data import create_transform
+        self.config = config
+        self.tf = create_transform(**config)
+
+    def __call__(self, img):
+        return self.tf(img.convert("RGB")).numpy()
+
+
+def _make_official(args, data):
+    """--model timm:NAME: timm's model (fused attention for training: the weights are the same), trained with
+    timm's own preprocessing of that model, which the checkpoint records (``preprocess``)."""
+    from timm.data import resolve_data_config
+
+    from MobileViT_Pytorch.official import create_model
+    from MobileViT_Pytorch.source import parse_model_spec
+    kind, name = parse_model_spec(args.model)
+    if kind != "timm" or not name:
+        raise UserError("--model: train.py trains an official model named as timm:<name>, e.g. timm:mobilevit_xxs")
+    if args.model_path:
+        raise UserError("--model_path with --model: fine-tuning an official checkpoint is not supported here")
+    model = create_model(name, data.num_classes, seed=args.seed, explicit_attention=False)
+    config = resolve_data_config({}, model=model)
+    config["input_size"] = (3, args.img_size, args.img_size)
+    data.transform = _TimmTransform(config)
+    data.preprocess = dict(config, source="timm", input_size=list(config["input_size"]))
+    args.model_name = name
     return model
 
 
@@ -359,8 +398,9 @@ def _train_loop(args, model, data, device, amp):
 
     train_ds, workers = data.train_ds, data.workers
     train_view = TorchImageDataset(train_ds, augment=not args.no_augment, seed=args.seed, hflip=args.hflip,
-                                   min_scale=args.min_scale)
-    val_loader = make_loader(TorchImageDataset(data.val_ds), args.batch, False, workers, args.seed)
+                                   min_scale=args.min_scale, transform=data.transform)
+    val_loader = make_loader(TorchImageDataset(data.val_ds, transform=data.transform), args.batch, False, workers,
+                             args.seed)
     optimizer = build_optimizer(model, args.optimizer, args.lr, args.weight_decay)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.smoothing)
     steps_per_epoch = len(train_ds) // args.batch
@@ -412,8 +452,10 @@ def _save_results(args, model, data, device, history, val, elapsed):
                        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
                        "train_path": data.train_path, "val_path": data.val_path,
                        "train_images": len(data.train_ds), "val_images": len(data.val_ds)}}
-    save_checkpoint(args.save_path, model, args.arch, data.num_classes, args.img_size, args.epochs, val["acc1"],
-                    extra)
+    if data.preprocess:
+        extra["preprocess"] = data.preprocess
+    save_checkpoint(args.save_path, model, args.model_name or args.arch, data.num_classes, args.img_size,
+                    args.epochs, val["acc1"], extra)
     print("saved %s (%.1f MB)" % (args.save_path, os.path.getsize(args.save_path) / 1e6))
     if args.results_file:
         write_json(args.results_file, {"history": history, "final_val": val, "seconds": elapsed,
