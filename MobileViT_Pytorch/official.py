@@ -14,8 +14,13 @@ the toolkit has one model implementation per architecture, proven equal to the s
   the attention itself is 3-D/4-D.  Output equal to the plain model (``tests/test_official.py``, <= 1e-5).
 """
 import math
+import os
 
 from mobilevit_trt.errors import UserError
+
+#: the pipeline's default model: timm's mobilevit_xxs trained on the default dataset (docs/ACCURACY.md)
+DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights-file",
+                               "mobilevit_official_xxs_default.pth.tar")
 
 V1_NAMES = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s")
 V2_NAMES = tuple("mobilevitv2_%s" % m for m in ("050", "075", "100", "125", "150", "175", "200"))

@@ -34,11 +34,16 @@ def build_parser(prog=PROG):
 
 def main(argv=None, prog=PROG):
     args = build_parser(prog).parse_args(argv)
+    from MobileViT_Pytorch.official import DEFAULT_WEIGHTS
     from MobileViT_Pytorch.source import open_source
     from mobilevit_trt.pipeline import run_pipeline
     from mobilevit_trt.plan import build_plan
     cli.check_outputs(folders={"--out": args.out})
-    source = open_source(args.model, args.model_path, args.arch, args.num_classes, args.img_size, args.use_ema)
+    model_path = args.model_path
+    if model_path is None and args.model is None and os.path.isfile(DEFAULT_WEIGHTS):
+        model_path = DEFAULT_WEIGHTS  # the official XXS trained on the default dataset; --model original: the
+        print("no --model_path: the default model %s" % os.path.relpath(model_path))  # original project's
+    source = open_source(args.model, model_path, args.arch, args.num_classes, args.img_size, args.use_ema)
     results, run = run_pipeline(source, out=args.out,
                                 plan=build_plan(opset=args.opset), force=args.force, data_path=args.data_path,
                                 train_path=args.train_path, calib_count=args.calib_count, acc_limit=args.limit,
