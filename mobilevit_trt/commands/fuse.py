@@ -27,7 +27,8 @@ def build_parser(prog=PROG):
                    help="do not fail when a requested kind has no matching subgraph")
     g.add_argument("--report", default=None,
                    help="write a JSON report here: every fusion (node, inputs/outputs, eps/scale/num_heads), "
-                        "counts per kind, verification results")
+                        "counts per kind, the candidates rejected and why, verification results; written also "
+                        "when nothing was fused or verification failed")
     v = p.add_argument_group("verification")
     v.add_argument("--no-verify", action="store_true",
                    help="skip onnx.checker and the ONNX Runtime comparison (fused graph with NumPy reference "
@@ -50,7 +51,22 @@ def main(argv=None, prog=PROG):
     cli.check_outputs(files={"--save_path": args.save_path, "--report": args.report})
     model = surgery.load_onnx(args.input_path)
     print("fusing %s in %s" % (", ".join(surgery.KINDS[k] for k in kinds), args.input_path))
-    fused, report = surgery.add_plugins(model, kinds, allow_missing=args.allow_missing)
+
+    def write_report(report, error=None):
+        if not args.report or report is None:
+            return
+        report["input"] = os.path.abspath(args.input_path)
+        report["output"] = None if error else os.path.abspath(args.save_path)
+        if error:
+            report["error"] = error
+        write_json(args.report, report)
+
+    try:
+        fused, report = surgery.add_plugins(model, kinds, allow_missing=args.allow_missing)
+    except UserError as e:
+        # nothing (of a requested kind) fused: the report says which candidates were rejected and why
+        write_report(getattr(e, "report", None), str(e))
+        raise
     for op, n in report["counts"].items():
         print("  %-10s %3d fused" % (op, n))
     report["input"] = os.path.abspath(args.input_path)
@@ -63,11 +79,12 @@ def main(argv=None, prog=PROG):
             res = surgery.verify_fused(args.input_path, tmp, atol=args.atol)
             report["verify"] = res
             if not res["passed"]:
-                raise UserError("fused graph failed verification (%s); %s not written" % (
+                msg = "fused graph failed verification (%s); %s not written" % (
                     "checker: " + res["checker"] if res["checker"] != "passed" else
-                    "max abs diff %.3g > %g" % (res["max_abs"], args.atol), args.save_path))
-    if args.report:
-        write_json(args.report, report)
+                    "max abs diff %.3g > %g" % (res["max_abs"], args.atol), args.save_path)
+                write_report(report, msg)
+                raise UserError(msg)
+    write_report(report)
     print("saved %s (%d -> %d nodes)" % (args.save_path, report["nodes_before"], report["nodes_after"]))
     return 0
 

@@ -40,9 +40,10 @@ def main(argv=None, prog=PROG):
     from mobilevit_trt.plan import build_plan
     cli.check_outputs(folders={"--out": args.out})
     model_path = args.model_path
+    # no model named: the official XXS trained on the default dataset (--model original: the original project's)
     if model_path is None and args.model is None and os.path.isfile(DEFAULT_WEIGHTS):
-        model_path = DEFAULT_WEIGHTS  # the official XXS trained on the default dataset; --model original: the
-        print("no --model_path: the default model %s" % os.path.relpath(model_path))  # original project's
+        model_path = DEFAULT_WEIGHTS
+        print("no --model_path: the default model %s" % os.path.relpath(model_path))
     source = open_source(args.model, model_path, args.arch, args.num_classes, args.img_size, args.use_ema)
     results, run = run_pipeline(source, out=args.out,
                                 plan=build_plan(opset=args.opset), force=args.force, data_path=args.data_path,

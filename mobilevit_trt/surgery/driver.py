@@ -3,7 +3,8 @@
 * :data:`KINDS` / :func:`parse_kinds` -- the plugin kinds (``layernorm``, ``attention``) and their op types.
 * :func:`load_onnx` -- read an ONNX file (UserError when missing or unreadable).
 * :func:`add_plugins` -- run the fusion passes (:mod:`.layernorm`, :mod:`.attention`) on a copy of a model and
-  return the fused model and a JSON-ready report; :func:`count_plugins` counts the plugin nodes of a model.
+  return the fused model and a JSON-ready report (fusions, and the candidates rejected with the reason);
+  :func:`count_plugins` counts the plugin nodes of a model; :func:`rejection_summary` words the rejections.
 * :func:`check_fused` -- ``onnx.checker`` (full check) on a copy with the plugin nodes in ``CHECK_DOMAIN``.
 * :func:`verify_fused` -- check the fused graph and compare it, on random inputs (:func:`random_feeds`, batches
   from :func:`default_batches`), with the PyTorch module or the original ONNX model.
@@ -77,7 +78,10 @@ def count_plugins(model):
 def add_plugins(model, kinds=DEFAULT_KINDS, allow_missing=False):
     """Fuse the requested plugin kinds into a copy of ``model`` (ModelProto); return ``(fused ModelProto, report)``.
 
-    Finding no subgraph of a requested kind is a UserError unless ``allow_missing``.
+    Finding no subgraph of a requested kind is a UserError unless ``allow_missing``; its message names the
+    candidates each pass rejected and why, and the exception carries the report as ``.report`` (so that a
+    caller can still write it).  The report's ``rejected`` lists every candidate anchor that was not fused
+    (``kind``, ``anchor`` node name, ``op``, ``reason``), also when other candidates were.
     """
     import onnx_graphsurgeon as gs
 
@@ -91,10 +95,10 @@ def add_plugins(model, kinds=DEFAULT_KINDS, allow_missing=False):
         raise UserError("onnx-graphsurgeon cannot import the model: %s" % str(e).splitlines()[0])
     info = {}
     shapes = infer_shapes(model, info)
-    records = []
+    records, rejected = [], []
     counts = collections.OrderedDict()
     for k in kinds:
-        recs = _FUSERS[k](graph, shapes)
+        recs = _FUSERS[k](graph, shapes, rejected=rejected)
         counts[KINDS[k]] = len(recs)
         records.extend(recs)
     fused = gs.export_onnx(graph)
@@ -104,14 +108,37 @@ def add_plugins(model, kinds=DEFAULT_KINDS, allow_missing=False):
         ("plugins", [KINDS[k] for k in kinds]), ("counts", counts),
         ("nodes_before", len(model.graph.node)), ("nodes_after", len(fused.graph.node)),
         ("missing", missing), ("shape_inference", info["shape_inference"]), ("fusions", records),
+        ("rejected", rejected),
     ])
     if missing and not allow_missing:
         hint = ""
         if not info["shape_inference"].startswith("onnxruntime"):
             hint = "; shape inference fell back to %s -- pip install sympy" % info["shape_inference"]
-        raise UserError("no %s subgraph found in the model (pass --allow-missing to accept, or choose "
-                        "--plugins)%s" % (" / ".join(missing), hint))
+        err = UserError("no %s subgraph found in the model (pass --allow-missing to accept, or choose "
+                        "--plugins)%s%s" % (" / ".join(missing), hint, rejection_summary(rejected, missing)))
+        err.report = report
+        raise err
     return fused, report
+
+
+_ANCHORS = {plugin_spec.LAYERNORM_OP: "ReduceMean / LayerNormalization / InstanceNormalization",
+            plugin_spec.ATTENTION_OP: "Softmax"}
+
+
+def rejection_summary(rejected, ops, limit=3):
+    """``"; MVT_Attention: 9 candidates rejected -- 'name': reason; ..."`` for the op types ``ops`` (one line)."""
+    parts = []
+    for op in ops:
+        rej = [r for r in rejected if r["kind"] == op]
+        if not rej:
+            parts.append("%s: no candidate (%s) in the graph" % (op, _ANCHORS.get(op, "anchor")))
+            continue
+        shown = "; ".join("%r (%s): %s" % (r["anchor"], r["op"], r["reason"]) for r in rej[:limit])
+        more = " ... and %d more (all in --report)" % (len(rej) - limit) if len(rej) > limit else ""
+        parts.append("%s: %d candidate%s rejected -- %s%s" % (op, len(rej), "" if len(rej) == 1 else "s", shown,
+                                                              more))
+    text = " | ".join(parts)
+    return ("; " + text.replace("\n", " ")) if text else ""
 
 
 def check_fused(model):

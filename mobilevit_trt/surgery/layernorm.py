@@ -3,13 +3,31 @@
 Matches the decomposed LayerNorm PyTorch exports at opset <= 16 (ReduceMean, Sub, Pow/Mul, ReduceMean, Add eps,
 Sqrt, Div or Reciprocal+Mul, optional Mul gamma, optional Add beta; ReduceMean axes as attribute or input) and
 the native ``LayerNormalization`` node (opset >= 17), normalised over the last axis, and replaces each by one
-``LayerNorm`` plugin node (:mod:`mobilevit_trt.plugin_spec`).
+``LayerNorm`` plugin node (:mod:`mobilevit_trt.plugin_spec`).  These cover the toolkit's MobileViT and Apple's
+(timm ``mobilevit_*``, transformers ``MobileViTForImageClassification``: 21 LayerNorms each).
+
+GroupNorm (MobileViTv2, timm ``mobilevitv2_*``: ``GroupNorm(1, C)`` on ``[B, C, P, N]``)
+    PyTorch exports ``group_norm`` at every opset (13..21) as ``Reshape [B, G, -1] -> InstanceNormalization
+    (scale 1, bias 0) -> Reshape back -> Mul weight -> Add bias``.  ``InstanceNormalization`` of a rank-3
+    ``[B, G, M]`` tensor normalises each row over its last axis, which is the plugin's math exactly (same mean,
+    biased variance, eps inside the square root), provided its scale and bias are the same for every group.
+    :func:`_match_instance_norm` fuses that node; with one group (``GroupNorm(1)``, MobileViTv2's only norm)
+    it also absorbs the per-channel weight / bias applied after the Reshape back, because with ``G = 1`` every
+    element's channel is fixed by its position ``k = c*P*N + p*N + n`` in the row: gamma and beta become the
+    weight / bias expanded to ``[C*P*N]``.  Exact, but note the cost: the plugin's gamma/beta are per element
+    of the normalised axis, so each fused GroupNorm carries ``2 * C*P*N`` floats (about 4.9 MB in all for
+    ``mobilevitv2_050`` at 256x256, as much again as its weights), the constants are tied to the export's
+    spatial size (already static in the ONNX graph), and each row is a whole image (``C*P*N`` up to 65536
+    wide: the kernel's block-per-row path, one row per image).  ``G > 1`` with a per-channel affine is not
+    expressible as one per-column gamma (the channel of a column depends on the row) and keeps its Mul/Add;
+    ``InstanceNormalization`` on rank > 3 (InstanceNorm2d) normalises over several axes and is not matched.
 """
 import collections
 import math
 
 from .. import plugin_spec
-from .constants import _Analysis, _NoMatch, _detach, _neg_axis, _other_input, _private, _set_output_info
+from .constants import (_Analysis, _NoMatch, _Rejections, _detach, _neg_axis, _other_input, _private,
+                        _set_output_info)
 from .shapes import infer_shapes
 
 
@@ -192,24 +210,115 @@ def _match_native_layernorm(an, node):
                 beta=beta, beta_t=beta_t, form="LayerNormalization")
 
 
-def fuse_layernorm(graph, shapes=None):
-    """Replace every LayerNorm subgraph of ``graph`` by one ``LayerNorm`` plugin node; return the fusion records."""
+def _broadcast_param(an, t, inner, out_rank):
+    """A constant operand of a Mul/Add on ``[B] + inner`` that does not vary with the batch, broadcast to
+    ``inner`` (float32), or None."""
+    np = an.np
+    v = an.value(t)
+    if v is None or v.dtype == object or not np.issubdtype(v.dtype, np.floating) or v.ndim > out_rank:
+        return None
+    if v.ndim == out_rank:
+        if v.shape[0] != 1:
+            return None
+        v = v[0]
+    try:
+        return np.broadcast_to(v, tuple(inner)).astype(np.float32)
+    except ValueError:
+        return None
+
+
+def _match_instance_norm(an, node):
+    """InstanceNormalization of ``[B, G, M]`` with one scale / bias for all groups (the GroupNorm export); with
+    ``G == 1`` also the per-channel Mul / Add after the Reshape back (see the module docstring)."""
+    np = an.np
+    if len(node.inputs) < 3:
+        raise _NoMatch("InstanceNormalization without scale and bias")
+    x = node.inputs[0]
+    dims = an.dims(x)
+    if dims is None or len(dims) != 3:
+        raise _NoMatch("InstanceNormalization input has rank %s, not 3 ([B, G, M]): it normalises over more "
+                       "than the last axis" % (None if dims is None else len(dims)))
+    m = dims[-1]
+    if not isinstance(m, int):
+        raise _NoMatch("normalised width is not static")
+    sv, bv = an.value(node.inputs[1]), an.value(node.inputs[2])
+    if sv is None or bv is None or sv.size == 0 or bv.size == 0 or sv.dtype == object or bv.dtype == object:
+        raise _NoMatch("InstanceNormalization scale / bias are not constant")
+    s0, b0 = float(sv.ravel()[0]), float(bv.ravel()[0])
+    if not (np.all(sv == s0) and np.all(bv == b0)):
+        raise _NoMatch("InstanceNormalization scale / bias differ between groups (a per-row affine, not a "
+                       "per-column gamma / beta)")
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    gamma = np.full(m, s0, np.float32)
+    beta = np.full(m, b0, np.float32)
+    nodes, y, reshape_back, affine = [node], node.outputs[0], None, [False, False]
+    if dims[1] == 1:
+        r = an.single_consumer(y)
+        rd = an.dims(r.outputs[0]) if r is not None and r.op == "Reshape" and r.inputs[0] is y else None
+        if rd is not None and len(rd) >= 2 and all(isinstance(v, int) for v in rd[1:]) and \
+                int(np.prod(rd[1:], dtype=np.int64)) == m:
+            inner, t = rd[1:], r.outputs[0]
+            ga = np.ones(inner, np.float32)
+            be = np.zeros(inner, np.float32)
+            absorbed = []
+            nxt = an.single_consumer(t)
+            if nxt is not None and nxt.op == "Mul":
+                other = _other_input(nxt, t)
+                c = None if other is None else _broadcast_param(an, other, inner, len(rd))
+                if c is not None:
+                    ga, affine[0] = c, True
+                    absorbed.append(nxt)
+                    t = nxt.outputs[0]
+                    nxt = an.single_consumer(t)
+            if nxt is not None and nxt.op == "Add":
+                other = _other_input(nxt, t)
+                c = None if other is None else _broadcast_param(an, other, inner, len(rd))
+                if c is not None:
+                    be, affine[1] = c, True
+                    absorbed.append(nxt)
+                    t = nxt.outputs[0]
+            if absorbed:
+                internal = [r.outputs[0]] + [a.outputs[0] for a in absorbed[:-1]]
+                if _private(an, internal, absorbed):
+                    gamma = (np.float32(s0) * ga).reshape(-1)
+                    beta = (np.float32(b0) * ga + be).reshape(-1)
+                    nodes += absorbed
+                    reshape_back, y = r, t
+                else:
+                    affine = [False, False]
+    return dict(x=x, y=y, nodes=nodes, eps=eps, c=m, gamma=gamma, gamma_t=None, beta=beta, beta_t=None,
+                form="GroupNorm(1)" if reshape_back is not None else "InstanceNormalization",
+                reshape_back=reshape_back, affine=affine)
+
+
+_MATCHERS = {"ReduceMean": _match_decomposed_layernorm, "LayerNormalization": _match_native_layernorm,
+             "InstanceNormalization": _match_instance_norm}
+
+
+def fuse_layernorm(graph, shapes=None, rejected=None):
+    """Replace every LayerNorm subgraph of ``graph`` by one ``LayerNorm`` plugin node; return the fusion records.
+
+    ``rejected`` (a list), when given, receives one dict per anchor (ReduceMean, LayerNormalization,
+    InstanceNormalization) that was not fused: ``kind``, ``anchor`` (node name), ``op`` and ``reason``.
+    """
     import numpy as np
     import onnx_graphsurgeon as gs
 
     if shapes is None:
         shapes = infer_shapes(graph)
     an = _Analysis(graph, shapes)
+    rej = _Rejections(plugin_spec.LAYERNORM_OP)
     records, taken = [], set()
     for anchor in list(graph.nodes):
-        if anchor.op not in ("ReduceMean", "LayerNormalization") or id(anchor) in taken:
+        if anchor.op not in _MATCHERS or id(anchor) in taken:
             continue
         try:
-            m = (_match_native_layernorm if anchor.op == "LayerNormalization" else _match_decomposed_layernorm)(
-                an, anchor)
-        except _NoMatch:
+            m = _MATCHERS[anchor.op](an, anchor)
+        except _NoMatch as e:
+            rej.add(anchor, e)
             continue
         if any(id(n) in taken for n in m["nodes"]):
+            rej.add(anchor, "overlaps a LayerNorm fused already")
             continue
         name = an.node_name(m["nodes"], plugin_spec.LAYERNORM_OP)
         c = m["c"]
@@ -221,17 +330,27 @@ def fuse_layernorm(graph, shapes=None):
         replaced = [n.name for n in m["nodes"]]
         _detach(m["nodes"])
         taken.update(id(n) for n in m["nodes"])
+        back = m.get("reshape_back")
+        out = y
+        if back is not None:
+            # GroupNorm(1): plugin on [B, 1, C*P*N] -> the Reshape back now writes the Add's output
+            out = gs.Variable(an.tensor_name(name + "_output"))
+            back.inputs[0] = out
+            back.outputs[0] = y
         node = gs.Node(plugin_spec.LAYERNORM_OP, name=name,
                        attrs=plugin_spec.node_attrs(plugin_spec.LAYERNORM_OP, epsilon=m["eps"]),
-                       inputs=[x, gamma_c, beta_c], outputs=[y], domain="")
+                       inputs=[x, gamma_c, beta_c], outputs=[out], domain="")
         graph.nodes.append(node)
-        _set_output_info(an, y, an.dtype(x), an.dims(x))
+        _set_output_info(an, out, an.dtype(x), an.dims(x))
+        affine = m.get("affine", [m["gamma"] is not None, m["beta"] is not None])
         records.append(collections.OrderedDict([
             ("kind", plugin_spec.LAYERNORM_OP), ("node", name), ("form", m["form"]),
-            ("inputs", [x.name, gamma_c.name, beta_c.name]), ("outputs", [y.name]),
+            ("inputs", [x.name, gamma_c.name, beta_c.name]), ("outputs", [out.name]),
             ("epsilon", float(np.float32(m["eps"]))), ("channels", int(c)),
-            ("affine_in_graph", [m["gamma"] is not None, m["beta"] is not None]),
+            ("affine_in_graph", list(affine)),
             ("replaced_nodes", replaced),
         ]))
     graph.cleanup().toposort()
+    if rejected is not None:
+        rejected.extend(rej.records(taken))
     return records

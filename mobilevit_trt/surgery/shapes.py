@@ -3,6 +3,9 @@
 :func:`infer_shapes` runs ONNX Runtime's symbolic shape inference (falling back to ``onnx.shape_inference``) on a
 copy of the model in which plugin nodes already present are replaced by standard stand-in ops; it returns
 ``{tensor name: (numpy dtype or None, dims or None)}``.  :func:`_dims_of` reads the dims of one ValueInfo.
+Before the inference, small constant subgraphs of that copy (shape arithmetic an un-simplified export computes
+from constants, such as transformers' ``ceil(H / patch) * patch``) are evaluated with ``onnx.reference``
+(:func:`_fold_small_constants`), which the symbolic inference cannot do itself.
 """
 import logging
 
@@ -26,6 +29,82 @@ def _shape_stand_ins(model):
             new = helper.make_node("Identity", [node.input[0]], [node.output[0]])
         new.name = node.name
         model.graph.node[i].CopyFrom(new)
+
+
+def _constant_attr_value(node):
+    from onnx import numpy_helper
+    import numpy as np
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name == "value_float":
+            return np.array(a.f, np.float32)
+        if a.name == "value_floats":
+            return np.array(list(a.floats), np.float32)
+        if a.name == "value_int":
+            return np.array(a.i, np.int64)
+        if a.name == "value_ints":
+            return np.array(list(a.ints), np.int64)
+    return None
+
+
+_NOT_FOLDED = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+               "Bernoulli")
+
+
+def _fold_small_constants(model, max_elements=4096):
+    """Replace (in place) nodes whose inputs are all small constants by initializers holding their outputs.
+
+    Analysis only (the copy given to the shape inference); nodes onnx.reference cannot run are kept.  Returns
+    the number of nodes folded.
+    """
+    import numpy as np
+    from onnx import AttributeProto, helper, numpy_helper
+    try:
+        from onnx.reference import ReferenceEvaluator
+    except ImportError:          # onnx < 1.13
+        return 0
+    g = model.graph
+    const = dict((i.name, numpy_helper.to_array(i)) for i in g.initializer if int(np.prod(i.dims)) <= max_elements)
+    graph_inputs = set(i.name for i in g.input)
+    graph_outputs = set(o.name for o in g.output)
+    keep, folded = [], 0
+    for node in g.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            v = _constant_attr_value(node)
+            if v is not None and v.size <= max_elements:
+                const[node.output[0]] = v
+            keep.append(node)
+            continue
+        ins = [i for i in node.input if i]
+        foldable = (node.domain in ("", "ai.onnx") and ins and node.op_type not in _NOT_FOLDED and
+                    all(i in const and i not in graph_inputs for i in ins) and
+                    not any(o in graph_outputs for o in node.output) and
+                    not any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute))
+        if not foldable:
+            keep.append(node)
+            continue
+        try:
+            inputs = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(const[i].dtype),
+                                                    const[i].shape) for i in ins]
+            outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
+            piece = helper.make_model(helper.make_graph([node], "fold", inputs, outputs),
+                                      opset_imports=list(model.opset_import))
+            values = ReferenceEvaluator(piece).run(None, dict((i, const[i]) for i in ins))
+        except Exception:  # noqa: BLE001 - anything onnx.reference cannot evaluate stays a node
+            keep.append(node)
+            continue
+        if any(np.asarray(v).size > max_elements for v in values):
+            keep.append(node)
+            continue
+        for o, v in zip([o for o in node.output if o], values):
+            v = np.asarray(v)
+            const[o] = v
+            g.initializer.append(numpy_helper.from_array(v, o))
+        folded += 1
+    del g.node[:]
+    g.node.extend(keep)
+    return folded
 
 
 def _dims_of(value_info):
@@ -82,6 +161,10 @@ def infer_shapes(graph_or_model, info=None):
     else:
         model = copy.deepcopy(graph_or_model)
     _shape_stand_ins(model)
+    try:
+        _fold_small_constants(model)
+    except Exception:  # noqa: BLE001 - the folding is only a help for the inference
+        pass
     inferred = None
     info = {} if info is None else info
     try:
