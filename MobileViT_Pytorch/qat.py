@@ -219,12 +219,13 @@ def load_qat_model(model_path, img_size=256, opt=False, quiet=True, checkpoint=N
 
 # -------------------------------------------------------------------------------------------------- export
 def export_qdq_onnx(model, save_path, batch=1, dynamic=False, opset=13, img_size=256, verify=True, log=print,
-                    verify_inputs=None, atol=None):
+                    verify_inputs=None, atol=None, preprocess=None):
     """Export the fake-quant ``model`` to a Q/DQ ONNX (atomic); check it and compare it with PyTorch in ORT
     (``atol``: max abs logit difference, default :data:`WEIGHT_ATOL` / :data:`ACT_ATOL`).
 
     No onnxslim pass: it would fold the weight QuantizeLinear into int8 initializers, while TensorRT's
-    explicit-quantization path expects float weight -> QuantizeLinear -> DequantizeLinear pairs.
+    explicit-quantization path expects float weight -> QuantizeLinear -> DequantizeLinear pairs.  ``preprocess``
+    (the model's, a ``mobilevit_trt.preprocess.Preprocess``) goes into the file's metadata.
     """
     import onnx
 
@@ -246,6 +247,9 @@ def export_qdq_onnx(model, save_path, batch=1, dynamic=False, opset=13, img_size
             check_model(proto)
             report["qdq"] = describe_qdq(proto)
             report["op_counts"] = dict(op_counts(proto))
+            if preprocess is not None:
+                from mobilevit_trt.preprocess import write_onnx_metadata
+                write_onnx_metadata(proto, preprocess)
             onnx.save(proto, tmp)
             if verify:
                 if verify_inputs is None:

@@ -42,6 +42,7 @@ def torch_backend(model_path=None, arch=None, num_classes=None, img_size=None, o
             module, info = load_qat_model(model_path, img_size, opt=opt)
         else:
             module, info = C.load_model(model_path, arch, num_classes, img_size, opt=opt, quiet=quiet)
+    info = dict(info, preprocess=source.preprocess.to_dict(), preprocess_origin=source.preprocess_origin)
     return TorchBackend(module, source=info["weights"], device=device, info=info)
 
 
@@ -66,12 +67,18 @@ class CheckpointSource(object):
         if qat_paths is None:
             qat_paths = default_qat_paths(self.weights)
         self.qat_paths = {k: p for k, p in qat_paths.items() if p and os.path.isfile(p)}
+        # the input preprocessing (mobilevit_trt.preprocess.Preprocess): this project's checkpoints are trained
+        # and evaluated with the original project's transform; :func:`apply_preprocess_args` may override it
+        from mobilevit_trt.preprocess import Preprocess
+        self.preprocess = Preprocess.original(self.img_size)
+        self.preprocess_origin = "the original project's transform (this project's %s)" % (
+            "checkpoint %s" % self.weights if self.weights else "model")
 
     @property
     def params(self):
         """What identifies the source in cache keys."""
         return {"family": self.family, "arch": self.arch, "weights": self.weights or "random",
-                "img_size": self.img_size}
+                "img_size": self.img_size, "preprocess": self.preprocess.to_json()}
 
     def files(self, qat=None, **_):
         """The files a model of the source depends on (the stage runner hashes them)."""
@@ -101,7 +108,7 @@ class CheckpointSource(object):
         """Export a fake-quant ``module`` from :meth:`load` (``qat=``) as its Q/DQ ONNX."""
         from .qat import export_qdq_onnx
         return export_qdq_onnx(module, path, batch=batch, dynamic=dynamic, opset=opset, img_size=self.img_size,
-                               verify=verify, log=log or (lambda *a, **k: None))
+                               verify=verify, log=log or (lambda *a, **k: None), preprocess=self.preprocess)
 
 
 # --- Apple's official MobileViT --------------------------------------------------------------------------------
@@ -162,6 +169,15 @@ def open_source(model=None, model_path=None, arch=None, num_classes=None, img_si
     return _file_source(kind, name, model_path, arch, num_classes, img_size, use_ema, qat_paths)
 
 
+def apply_preprocess_args(source, args, log=print):
+    """The command line's preprocessing options (``preprocess.add_preprocess_args``) applied to ``source``'s
+    preprocessing, which is printed with where it came from (``preprocess.resolve``); returns it."""
+    from mobilevit_trt.preprocess import resolve
+    pp = resolve(source.preprocess, source.preprocess_origin, args=args, log=log)
+    source.preprocess, source.preprocess_origin = pp, pp.origin
+    return pp
+
+
 def _no_official_options(use_ema):
     if use_ema:
         raise UserError("--use-ema picks the EMA weights of a timm training checkpoint; this is the original "
@@ -176,8 +192,18 @@ def _hf_source(folder, num_classes, img_size):
     timm_sd = K.hf_to_timm(sd, config)
     files = [os.path.join(folder, f) for f in sorted(os.listdir(folder))
              if f in ("config.json", "preprocessor_config.json") or f.startswith(("model.", "pytorch_model."))]
+    from mobilevit_trt.preprocess import HF_PREPROCESSOR_FILE, Preprocess
+    pp_file = os.path.join(folder, HF_PREPROCESSOR_FILE)
+    if os.path.isfile(pp_file):
+        pp, pp_origin = Preprocess.from_hf_preprocessor(pp_file), pp_file
+    else:
+        pp = Preprocess.cvnets(img_size or size)
+        pp_origin = "Apple's convention (%s has no %s)" % (folder, HF_PREPROCESSOR_FILE)
+        print("WARNING: %s has no %s: assuming Apple's preprocessing of its checkpoints (%s); pass --mean/--std/"
+              "--crop-pct/--interpolation/--channel-order if the model was trained otherwise"
+              % (folder, HF_PREPROCESSOR_FILE, pp.describe()))
     return OfficialSource(name, timm_sd, n_classes, img_size or size, weights=os.path.abspath(folder),
-                          origin="hf", files=files, hf_folder=folder)
+                          origin="hf", files=files, hf_folder=folder, preprocess=pp, preprocess_origin=pp_origin)
 
 
 def _check_num_classes(want, have, path):
@@ -234,8 +260,18 @@ def _file_source(kind, name, path, arch, num_classes, img_size, use_ema, qat_pat
     _check_num_classes(num_classes, n_classes, path)
     if meta.get("has_ema") and not use_ema:
         print("note: %s also holds EMA weights (state_dict_ema); --use-ema picks them" % path)
+    pp = pp_origin = None
+    if meta.get("preprocess") is not None:       # a checkpoint of train.py --model timm:NAME records it
+        from mobilevit_trt.preprocess import Preprocess
+        try:
+            pp = Preprocess.coerce(meta["preprocess"])
+        except UserError as e:
+            raise UserError("%s: its preprocessing record is invalid: %s" % (path, e))
+        pp_origin = "checkpoint %s" % path
+    if img_size is None and meta.get("img_size"):
+        img_size = int(meta["img_size"])
     return OfficialSource(name, timm_sd, n_classes, img_size, weights=os.path.abspath(path), origin=origin,
-                          files=[path], ema=use_ema)
+                          files=[path], ema=use_ema, preprocess=pp, preprocess_origin=pp_origin)
 
 
 def _classes_of(timm_sd):
@@ -265,7 +301,7 @@ class OfficialSource(object):
     family = "mobilevit-official"
 
     def __init__(self, name, state_dict, num_classes=1000, img_size=None, weights=None, origin="timm", files=(),
-                 hf_folder=None, ema=False):
+                 hf_folder=None, ema=False, preprocess=None, preprocess_origin=None):
         from .official import canonical_name
         self.name = canonical_name(name)
         self.state_dict = state_dict
@@ -278,11 +314,28 @@ class OfficialSource(object):
         self.img_size = int(img_size or 256)
         C._check_model_args(None, self.img_size)
         self.arch = self.name
+        self.preprocess, self.preprocess_origin = self._preprocess(preprocess, preprocess_origin)
+
+    def _preprocess(self, pp, origin):
+        """The model's preprocessing at the model's input size: the one given (a checkpoint's record, a Hugging
+        Face preprocessor_config.json), else the source's convention -- timm's pretrained_cfg of the model for
+        timm weights and random initialisations, Apple's for ml-cvnets files."""
+        from mobilevit_trt.preprocess import Preprocess
+        if pp is None and self.origin == "cvnets":
+            pp, origin = Preprocess.cvnets(self.img_size), "Apple's ml-cvnets evaluation (an ml-cvnets checkpoint)"
+        elif pp is None:
+            from .official import pretrained_cfg
+            pp = Preprocess.from_timm_cfg(pretrained_cfg(self.name), img_size=self.img_size)
+            origin = "timm's pretrained_cfg of %s" % self.name
+        if pp.img_size != self.img_size:
+            pp = pp.with_overrides(img_size=self.img_size)
+        return pp, origin
 
     @property
     def params(self):
         return {"family": self.family, "model": self.name, "origin": self.origin, "ema": self.ema,
-                "weights": self.weights or "random", "num_classes": self.num_classes, "img_size": self.img_size}
+                "weights": self.weights or "random", "num_classes": self.num_classes, "img_size": self.img_size,
+                "preprocess": self.preprocess.to_json()}
 
     def files(self, qat=None, **_):
         return [] if qat else list(self._files)
@@ -311,7 +364,8 @@ class OfficialSource(object):
             model.eval()
             weights = self.weights
         info = {"img_size": self.img_size, "opt": bool(opt), "arch": self.name, "num_classes": self.num_classes,
-                "weights": weights, "family": self.family, "origin": self.origin}
+                "weights": weights, "family": self.family, "origin": self.origin,
+                "preprocess": self.preprocess.to_dict(), "preprocess_origin": self.preprocess_origin}
         return model, info
 
     def export_qdq(self, module, path, dynamic=True, batch=1, opset=13, verify=True, log=None):

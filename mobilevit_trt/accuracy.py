@@ -5,7 +5,14 @@ run through ``verify.run_all`` and scored with exact counts.  A batch the backen
 partial batch of a static engine, or one below a dynamic engine's profile MIN) is padded with copies of its last
 image up to an accepted size (the toolkit's one padding rule) and the padded rows dropped, so every image is
 counted once.
+
+``limit`` evaluates a class-stratified seeded subset (``data.stratified_subset``), never the first N images (a
+dataset stored class by class would give a few classes only); the result says which classes it covers.  The
+result also records the preprocessing the dataset applied (``preprocess``, ``preprocess_config``): pick it with
+:func:`model_preprocess` (the model's own, from the ONNX metadata, the engine sidecar or the checkpoint) and
+``preprocess.resolve``.
 """
+import os
 import time
 
 from .errors import UserError
@@ -29,13 +36,56 @@ def topk_correct(logits, labels, ks=TOPK):
     return {k: int((pred[:, :min(k, kmax)] == labels[:, None]).any(axis=1).sum()) for k in ks}
 
 
+def static_input_size(backend):
+    """The ``(H, W)`` a backend's artifact fixes (its input shape), or None where it does not (dynamic sizes, a
+    PyTorch module)."""
+    shape = getattr(backend, "input_shape", None)
+    if not shape or len(shape) != 4:
+        return None
+    h, w = int(shape[2]), int(shape[3])
+    return (h, w) if h > 0 and w > 0 else None
+
+
+def model_preprocess(backend):
+    """``(Preprocess or None, where it came from)``: the preprocessing the backend's model records -- an
+    engine's sidecar (``sidecar.engine_preprocess``), an ONNX file's metadata, a PyTorch model's ``info``
+    (``preprocess``; this project's own checkpoints: the original project's transform at their size).  None:
+    unknown (``preprocess.resolve`` then warns and uses the original's default)."""
+    from . import sidecar
+    from .preprocess import Preprocess
+
+    name = getattr(backend, "name", "")
+    source = getattr(backend, "source", None)
+    if name == "trt":
+        runner = getattr(backend, "runner", None)
+        return sidecar.engine_preprocess(source, getattr(runner, "meta", None))
+    if name.startswith("onnxruntime"):
+        proto = getattr(backend, "proto", None)
+        if proto is not None:
+            return Preprocess.from_onnx(proto), "ONNX metadata of %s" % source
+        if source and os.path.isfile(source):
+            return Preprocess.from_onnx(source), "ONNX metadata of %s" % source
+        return None, "%s (no ONNX file to read metadata from)" % source
+    info = getattr(backend, "info", None) or {}
+    if info.get("preprocess") is not None:
+        pp = Preprocess.coerce(info["preprocess"])
+        if info.get("img_size") and int(info["img_size"]) != pp.img_size:
+            pp = pp.with_overrides(img_size=int(info["img_size"]))
+        return pp, info.get("preprocess_origin") or "checkpoint %s" % source
+    if info.get("family", "mobilevit-original") == "mobilevit-original" and "img_size" in info:
+        return (Preprocess.original(int(info["img_size"])),
+                "the original project's model %s (trained with the original's transform)" % source)
+    return None, "the PyTorch model %s" % source
+
+
 def evaluate(backend, dataset, batch=None, limit=None, show_progress=True, workers=None, ks=TOPK,
-             keep_logits=False):
-    """Run ``backend`` over ``dataset`` (first ``limit`` images); returns the result dict (percent and counts)."""
+             keep_logits=False, seed=0):
+    """Run ``backend`` over ``dataset`` (``limit``: a class-stratified subset of that many images, seeded by
+    ``seed``); returns the result dict (percent and counts, the preprocessing, the subset)."""
     import numpy as np
 
     from .backends import fit_batch, max_batch
-    from .data import iter_batches, limit_dataset
+    from .data import iter_batches, stratified_subset
     from .verify import run_all
 
     static = getattr(backend, "static_batch", None)
@@ -45,9 +95,15 @@ def evaluate(backend, dataset, batch=None, limit=None, show_progress=True, worke
     elif static and batch != static:
         raise UserError("%s was built for batch %d; pass --batch %d (or leave --batch out)"
                         % (backend.source, static, static))
-    ds = limit_dataset(dataset, limit)
-    if len(ds) == 0:
+    fixed = static_input_size(backend)
+    from .preprocess import Preprocess
+    pp = getattr(dataset, "preprocess", None) or Preprocess.original(getattr(dataset, "img_size", 256))
+    if fixed and fixed != (pp.img_size, pp.img_size):
+        raise UserError("%s takes %dx%d inputs; the data is preprocessed to %dx%d (%s)"
+                        % (backend.source, fixed[0], fixed[1], pp.img_size, pp.img_size, pp.describe()))
+    if len(dataset) == 0:
         raise UserError("no images to evaluate")
+    ds, subset = stratified_subset(dataset, limit, seed) if limit else (dataset, None)
     correct = {k: 0 for k in ks}
     n = 0
     logits_all, labels_all = [], []
@@ -71,7 +127,10 @@ def evaluate(backend, dataset, batch=None, limit=None, show_progress=True, worke
             labels_all.append(y)
     elapsed = time.time() - t0
     res = {"backend": backend.name, "source": backend.source, "static_batch": static, "data": ds.describe(),
-           "images": n, "batch": batch, "num_classes": num_classes}
+           "images": n, "batch": batch, "num_classes": num_classes, "preprocess": pp.describe(),
+           "preprocess_origin": getattr(pp, "origin", None), "preprocess_config": pp.to_dict(),
+           "subset": subset["description"] if subset else None,
+           "subset_per_class": subset["per_class"] if subset else None}
     for k in ks:
         res["top%d" % k] = 100.0 * correct[k] / n
         res["correct%d" % k] = correct[k]

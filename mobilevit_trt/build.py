@@ -249,7 +249,12 @@ def _prepare_calibration(job):
                 "sample); pass --calib-data to calibrate on your own images" % (
                     calib_data, job.calib_limit or calib.DEFAULT_DATASET_IMAGES))
     job.calib_data = calib_data
-    calib_inputs = calib.load_calibration_data(calib_data, job.calib_limit, img_size=dims[2]) if calib_data else None
+    if calib_data:
+        known, origin = calib.model_preprocess(job.onnx_path)
+        calib_inputs = calib.load_calibration_data(calib_data, job.calib_limit, img_size=dims[2], preprocess=known,
+                                                   origin=origin, log=log)
+    else:
+        calib_inputs = None
     if calib_inputs is not None and tuple(calib_inputs.shape[1:]) != tuple(dims[1:]):
         raise UserError("calibration data is %s per image; the ONNX input is %s" % (list(calib_inputs.shape[1:]),
                                                                                     dims[1:]))
@@ -449,6 +454,7 @@ def _write_sidecar(job):
                           "require_user_allocation": job.graph_flag},
         "plugins": [_file_record(p) for p in job.libs],
         "source_onnx": _file_record(onnx_path),
+        sidecar.PREPROCESS_KEY: sidecar.preprocess_record(onnx_path),
         "built_onnx": None if build_onnx == onnx_path else dict(
             _file_record(build_onnx), path=os.path.abspath(build_onnx) if job.keep_intermediate else None,
             transforms=[t["transform"] for t in job.transforms]),

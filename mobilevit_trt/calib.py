@@ -36,18 +36,35 @@ def default_calibration_source(log=print):
     return data.default_split("train")
 
 
-def load_calibration_data(path, limit=None, img_size=256, seed=0):
+def model_preprocess(onnx_path):
+    """``(Preprocess or None, origin)`` the ONNX to calibrate records in its metadata (the builder passes it to
+    :func:`load_calibration_data` as ``preprocess=``)."""
+    from .preprocess import Preprocess
+    return Preprocess.from_onnx(onnx_path), "ONNX metadata of %s" % onnx_path
+
+
+def load_calibration_data(path, limit=None, img_size=None, seed=0, preprocess=None, origin=None, log=print):
     """[N,3,H,W] float32 calibration inputs: an .npz holding ``input`` (e.g. benchmark/data/calibration.npz), or
     an image folder / LMDB read and preprocessed by mobilevit_trt.data (a seeded sample of ``limit`` images,
-    default 256: datasets are stored class by class, so the first N would be a few classes only)."""
+    default 256: datasets are stored class by class, so the first N would be a few classes only).
+
+    ``preprocess``: the model's preprocessing (a Preprocess or its dict; :func:`model_preprocess` of the ONNX),
+    ``origin`` where it came from; ``img_size``: the model's input size (the ONNX input; default: the
+    preprocessing's own, else 256).  An image folder is preprocessed with it (None: unknown -> one WARNING line
+    and the original project's transform at ``img_size``); the one used is printed.  An .npz written by
+    benchmark/gen_test_data.py records the preprocessing it was made with (``preprocess``): UserError when it
+    differs from the model's."""
     import numpy as np
+    from .preprocess import Preprocess, resolve
     if path is None:
         return None
     if not os.path.exists(path):
         raise UserError("calibration data not found: %s" % path)
     if os.path.isdir(path) or not path.endswith(".npz"):
         from . import data
-        ds = data.open_dataset(path, img_size=img_size)
+        pp = resolve(preprocess, origin or "the model being calibrated", img_size=img_size, log=log)
+        log("calibration images from %s, preprocessed: %s" % (path, pp.describe()))
+        ds = data.open_dataset(path, preprocess=pp)
         n = min(len(ds), limit or DEFAULT_DATASET_IMAGES)
         if n == 0:
             raise UserError("no images in %s" % path)
@@ -60,17 +77,33 @@ def load_calibration_data(path, limit=None, img_size=256, seed=0):
                 if "input" not in z.files:
                     raise UserError("%s has no 'input' array (found: %s)" % (path, ", ".join(z.files) or "nothing"))
                 x = z["input"]
+                stored = str(z["preprocess"][()]) if "preprocess" in z.files else None
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001 - truncated zip (BadZipFile, EOFError), bad header (ValueError), I/O
             raise UserError("%s is not a readable .npz file (%s); regenerate it with benchmark/gen_test_data.py"
                             % (path, str(e).strip() or "truncated, or not a zip archive"))
+        _check_npz_preprocess(path, stored, Preprocess.coerce(preprocess), origin, log)
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[1] != 3 or len(x) == 0:
         raise UserError("calibration data must be [N,3,H,W] with N > 0, got %s from %s" % (x.shape, path))
     if limit:
         x = x[:limit]
     return x
+
+
+def _check_npz_preprocess(path, stored, model_pp, origin, log):
+    from .preprocess import Preprocess
+    data_pp = Preprocess.coerce(stored) if stored else None
+    if data_pp is None:
+        log("calibration inputs %s: already preprocessed; the file records no preprocessing%s" % (
+            path, ", so it cannot be checked against the model's (%s)" % model_pp.describe() if model_pp else ""))
+        return
+    if model_pp is not None and not data_pp.same_transform(model_pp):
+        raise UserError("calibration inputs %s were preprocessed as %s, but the model expects %s (%s): regenerate "
+                        "them with the model's preprocessing (benchmark/gen_test_data.py)"
+                        % (path, data_pp.describe(), model_pp.describe(), origin or "its record"))
+    log("calibration inputs %s: preprocessed as %s" % (path, data_pp.describe()))
 
 
 class CalibrationCache(object):

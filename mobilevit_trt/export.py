@@ -104,10 +104,12 @@ def check_against_torch(model, onnx_path, dynamic, batch, img_size=256, atol=VER
 
 
 def export_onnx(model, save_path, batch=1, dynamic=False, opset=DEFAULT_OPSET, img_size=256,
-                do_simplify=True, verify=True, atol=VERIFY_ATOL, log=print):
+                do_simplify=True, verify=True, atol=VERIFY_ATOL, log=print, preprocess=None):
     """Export ``model`` to ``save_path`` atomically; returns a report dict.
 
-    The file only appears at ``save_path`` when the checker and the ONNX Runtime comparison pass.
+    The file only appears at ``save_path`` when the checker and the ONNX Runtime comparison pass.  ``preprocess``
+    (the model's :class:`~mobilevit_trt.preprocess.Preprocess`) is recorded in the file's metadata, where every
+    later stage (surgery, precision, engine sidecar, accuracy, calibration) reads it.
     """
     import onnx
 
@@ -133,6 +135,10 @@ def export_onnx(model, save_path, batch=1, dynamic=False, opset=DEFAULT_OPSET, i
         report["op_counts"] = dict(after)
         fix_io(proto, dynamic, batch)
         check_model(proto)
+        if preprocess is not None:
+            from .preprocess import write_onnx_metadata
+            write_onnx_metadata(proto, preprocess)
+            report["preprocess"] = preprocess.to_dict()
         onnx.save(proto, tmp)
         if verify:
             from .verify import require, verdict_line

@@ -45,6 +45,8 @@ class Context(object):
         v = self.plan[name]
         if v.is_root:
             module, info = self.module(name)
+            info = dict(info, preprocess=self.source.preprocess.to_dict(),
+                        preprocess_origin=self.source.preprocess_origin)
             return TorchBackend(module, source=info.get("weights", name), info=info)
         return OnnxRuntimeBackend(path or self.path(v))
 
@@ -93,7 +95,8 @@ def make_export(ctx, v, path):
     from .export import export_onnx
     model, info = ctx.module(v.source)
     r = export_onnx(model, path, batch=v.make.get("batch", 1), dynamic=v.make.get("dynamic", False),
-                    opset=v.make.get("opset", 13), img_size=ctx.img_size, verify=False, log=_quiet)
+                    opset=v.make.get("opset", 13), img_size=ctx.img_size, verify=False, log=_quiet,
+                    preprocess=ctx.source.preprocess)
     return {"nodes": r["nodes"], "nodes_exported": r["nodes_exported"], "op_counts": r["op_counts"], "model": info}
 
 

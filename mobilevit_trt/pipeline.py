@@ -48,7 +48,9 @@ def run_pipeline(source, out="runs/default", plan=None, force=False, data_path=N
     ctx = Context(source, plan, run, calib_path=run.path("calibration.npz"), calib_count=calib_count, log=log)
     calibration_stage(ctx, train_src)
     made = make_stages(ctx)
-    results = {"run_dir": run.run_dir, "model_path": getattr(source, "weights", None), "machine": _machine()}
+    results = {"run_dir": run.run_dir, "model_path": getattr(source, "weights", None), "machine": _machine(),
+               "preprocess": {"description": source.preprocess.describe(), "origin": source.preprocess_origin,
+                              "config": source.preprocess.to_dict()}}
     results.update(summarize_made(plan, made))
     engines = engine_stages(ctx) if "engines" in want else {}
     timed = trt_bench_stages(ctx, engines)  # {engine: rows} of the engines that ran on this machine
@@ -96,13 +98,16 @@ def calibration_stage(ctx, train_src):
     if not train_src:
         return ctx.run.skip("calibration data", "no training split to calibrate on (pass --train_path)")
 
+    pp = ctx.source.preprocess
+
     def do_calib():
-        x = calibration_inputs(open_dataset(train_src), ctx.calib_count)[0]
+        x = calibration_inputs(open_dataset(train_src, preprocess=pp), ctx.calib_count)[0]
         with atomic_path(ctx.calib_path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, input=x)
-        return {"images": int(len(x)), "source": str(train_src)}
-    return ctx.run.run("calibration data", do_calib, params={"n": ctx.calib_count, "src": str(train_src)},
+                np.savez(f, input=x, preprocess=np.array(pp.to_json()))
+        return {"images": int(len(x)), "source": str(train_src), "preprocess": pp.describe()}
+    return ctx.run.run("calibration data", do_calib, params={"n": ctx.calib_count, "src": str(train_src),
+                                                             "preprocess": pp.to_json()},
                        inputs=[p for p in [train_src] if os.path.isfile(str(train_src))], outputs=[ctx.calib_path])
 
 
@@ -196,14 +201,31 @@ def accuracy_stage(ctx, label, v, engine, val_path, limit, batch):
         from .data import open_dataset
         be = TensorRTBackend(engine) if engine else ctx.backend(v.name)
         with be:
-            res = evaluate(be, open_dataset(val_path), batch=None if v.is_root else batch, limit=limit,
-                           show_progress=False)
+            pp = artifact_preprocess(ctx, be)
+            res = evaluate(be, open_dataset(val_path, preprocess=pp), batch=None if v.is_root else batch,
+                           limit=limit, show_progress=False)
         ctx.log("    %-26s top-1 %.2f%%  top-5 %.2f%%  (%d images)" % (label, res["top1"], res.get("top5", 0),
                                                                      res["images"]))
-        return {k: res[k] for k in ("top1", "top5", "correct1", "correct5", "images") if k in res}
+        return {k: res[k] for k in ("top1", "top5", "correct1", "correct5", "images", "preprocess") if k in res}
     files = [engine] if engine else (ctx.source.files(**v.make.params) if v.is_root else [ctx.path(v)])
     return ctx.run.run(stage, do_acc, inputs=files + ([val_path] if os.path.isfile(str(val_path)) else []),
-                       params={"limit": limit, "val": str(val_path), "batch": batch})
+                       params={"limit": limit, "val": str(val_path), "batch": batch,
+                               "preprocess": ctx.source.preprocess.to_json()})
+
+
+def artifact_preprocess(ctx, backend):
+    """The preprocessing an artifact records (an ONNX file's metadata, an engine's sidecar, the PyTorch model's
+    info), which must be the source's: the record is what a user's own accuracy run reads, so a variant that lost
+    or changed it is an error here, not a silent accuracy loss later."""
+    from .accuracy import model_preprocess
+    pp, origin = model_preprocess(backend)
+    want = ctx.source.preprocess
+    if pp is None:
+        raise UserError("%s records no preprocessing (expected %s)" % (origin, want.describe()))
+    if not pp.same_transform(want):
+        raise UserError("%s records the preprocessing %s; the model's is %s" % (origin, pp.describe(),
+                                                                               want.describe()))
+    return want
 
 
 def cpu_bench_stage(ctx, bench_iters):

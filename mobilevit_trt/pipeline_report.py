@@ -96,9 +96,15 @@ def _summary_md(results, descriptions, pngs):
     m = results.get("model") or {}
     mach = results.get("machine") or {}
     out = ["# MobileViT pipeline report", ""]
-    out.append("Model: MobileViT-%s, %s classes, %sx%s input, weights `%s`." % (
-        str(m.get("arch", "?")).upper(), m.get("num_classes", "?"), m.get("img_size", 256), m.get("img_size", 256),
+    arch = str(m.get("arch", "?"))
+    out.append("Model: %s, %s classes, %sx%s input, weights `%s`." % (
+        arch if arch.startswith("mobilevit") else "MobileViT-" + arch.upper(), m.get("num_classes", "?"),
+        m.get("img_size", 256), m.get("img_size", 256),
         os.path.relpath(m["weights"]) if m.get("weights") and os.path.isabs(m["weights"]) else m.get("weights")))
+    pp = results.get("preprocess") or {}
+    if pp:
+        out.append("Preprocessing: %s (from %s; recorded in every ONNX and engine)." % (pp.get("description"),
+                                                                                    pp.get("origin")))
     out.append("Machine: %s, %s cores, Python %s, torch %s, onnx %s, onnxruntime %s. Pipeline time %.0f s." % (
         mach.get("cpu"), mach.get("cores"), mach.get("python"), mach.get("torch"), mach.get("onnx"),
         mach.get("onnxruntime"), results.get("seconds", 0)))

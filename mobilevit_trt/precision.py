@@ -15,6 +15,7 @@ from . import plugin_spec
 from .reference_ops import with_check_domain
 from .errors import UserError
 from .fileio import atomic_path
+from .preprocess import METADATA_KEY, copy_onnx_metadata
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "class"
@@ -531,6 +532,8 @@ def quantize_qdq(in_path, out_path, calib_inputs, method="entropy", op_types=QDQ
                             extra_options={"QuantizeBias": False, "ActivationSymmetric": True,
                                            "WeightSymmetric": True}, **kwargs)
         q = onnx.load(tmp)
+        if any(p.key == METADATA_KEY for p in src.metadata_props):
+            onnx.save(copy_onnx_metadata(src, q), tmp)  # the model's preprocessing travels with the Q/DQ copy
         summary = qdq_summary(q)
         if summary["int32_dq"]:
             raise RuntimeError("quantize_static left %d int32 DequantizeLinear nodes (TensorRT rejects them)"

@@ -101,9 +101,16 @@ def test_static_batch_padding(tiny):
     assert np.allclose(out, ref[:6], atol=1e-5)
     with pytest.raises(UserError, match="built for batch 4"):
         A.evaluate(be, ds, batch=3, show_progress=False)
-    # --limit: the first N images, also with padding
-    lim = A.evaluate(be, ds, limit=5, show_progress=False)
-    assert lim["images"] == 5 and lim["correct1"] == _reference_correct(ref[:5], y[:5], 1)
+    # --limit: a class-stratified subset (the folder is stored class by class: 4, 4, 3 images), also padded
+    lim = A.evaluate(be, ds, limit=5, show_progress=False, keep_logits=True)
+    assert lim["images"] == 5
+    sub, info = D.stratified_subset(ds, 5, seed=0)
+    idx = np.asarray(sub.indices)
+    assert list(idx) == sorted(idx) and len(set(idx)) == 5
+    assert sorted(np.bincount(y[idx], minlength=3).tolist()) == [1, 2, 2]      # every class, as even as can be
+    assert np.array_equal(lim["labels"], y[idx]) and np.allclose(lim["logits"], ref[idx], atol=1e-5)
+    assert lim["correct1"] == _reference_correct(ref[idx], y[idx], 1)
+    assert "3 of 3 classes" in lim["subset"] and "1 to 2 per class" in lim["subset"]
 
 
 def test_dynamic_batch_same_counts(tiny):

@@ -11,6 +11,7 @@ from PIL import Image
 
 from mobilevit_trt import data as D
 from mobilevit_trt.errors import UserError
+from mobilevit_trt.preprocess import Preprocess
 from tests.helpers import run_script
 
 MEAN = (0.485, 0.456, 0.406)
@@ -218,14 +219,18 @@ def test_gen_test_data_matches_pytorch(tmp_path):
     out = str(tmp_path / "ref")
     r = run_script(["benchmark/gen_test_data.py", "--data_path", src, "--calib-count", "4", "--save_path", out])
     assert r.returncode == 0, r.stderr
+    assert "preprocessing: 256x256, resize to 256x256 (bilinear), scale 1/255, mean (0.485, 0.456, 0.406) std " \
+           "(0.229, 0.224, 0.225), RGB" in r.stdout
     assert sorted(os.listdir(out)) == ["batch1.npz", "batch2.npz", "batch4.npz", "batch8.npz", "calibration.npz"]
     ds = D.open_dataset(src)
     model, _ = load_model(DEFAULT_WEIGHTS, quiet=True)
     seen = set()
     for b in (1, 2, 4, 8):
         with np.load(os.path.join(out, "batch%d.npz" % b), allow_pickle=False) as z:
-            assert sorted(z.files) == ["index", "input", "label", "logits"]
+            assert sorted(z.files) == ["index", "input", "label", "logits", "preprocess"]
             x, logits, label, index = z["input"], z["logits"], z["label"], z["index"]
+            recorded = Preprocess.coerce(str(z["preprocess"][()]))
+        assert recorded == Preprocess.original(256)     # this project's checkpoint: the original transform
         assert x.shape == (b, 3, 256, 256) and x.dtype == np.float32
         assert logits.shape == (b, 10) and logits.dtype == np.float32 and label.dtype == np.int64
         for j, i in enumerate(index):
@@ -237,7 +242,7 @@ def test_gen_test_data_matches_pytorch(tmp_path):
         seen.update(int(i) for i in index)
     assert len(seen) == 15
     with np.load(os.path.join(out, "calibration.npz"), allow_pickle=False) as z:
-        assert z.files == ["input"]
+        assert sorted(z.files) == ["input", "preprocess"]
         calib = z["input"]
     assert calib.shape == (4, 3, 256, 256)
     rest = [ds[i][0] for i in range(len(ds)) if i not in seen]

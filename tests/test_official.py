@@ -183,3 +183,121 @@ def test_hugging_face_state_dict_alone_asks_for_the_folder(tmp_path):
     path = _save(_hf_model("xxs", 3).state_dict(), tmp_path / "hf.pth")
     with pytest.raises(UserError, match="Hugging Face MobileViT state dict .*config.json"):
         open_source(None, path)
+
+
+# --------------------------------------------------------------------------------------------- preprocessing
+# Each source's preprocessing, against the library that defines it: timm's own eval transform of the model
+# (create_transform(resolve_data_config)), transformers' MobileViTImageProcessorPil for a Hugging Face folder,
+# Apple's published preprocessor_config.json for ml-cvnets files.  PIL paths: max |diff| <= 1e-6.
+#: apple/mobilevit-small's preprocessor_config.json (Apple's processor of its own checkpoints)
+APPLE_HF = {"crop_size": {"height": 256, "width": 256}, "do_center_crop": True, "do_flip_channel_order": True,
+            "do_rescale": True, "do_resize": True, "image_processor_type": "MobileViTImageProcessor",
+            "resample": 2, "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 288}}
+
+
+def _images():
+    from PIL import Image
+    rng = np.random.default_rng(5)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in ((300, 217), (190, 333))]
+
+
+def _same_pixels(pp, reference_fn):
+    for im in _images():
+        ref = np.asarray(reference_fn(im), dtype=np.float32)
+        assert pp(im).shape == ref.shape
+        assert float(np.abs(pp(im) - ref).max()) <= 1e-6
+
+
+def _timm_transform(model, img_size=None):
+    from timm.data import create_transform, resolve_data_config
+    cfg = resolve_data_config({"input_size": (3, img_size, img_size)} if img_size else {}, model=model)
+    tf = create_transform(**cfg)
+    return lambda im: tf(im).numpy()
+
+
+@pytest.mark.parametrize("img_size", [None, 224])
+def test_timm_checkpoint_preprocessing_is_timms(tmp_path, img_size):
+    """A bare timm state dict: timm's own eval transform of that model (its pretrained_cfg), at the input size."""
+    model = _random_timm("mobilevit_xs", 3)
+    source = open_source(None, _save(model.state_dict(), tmp_path / "xs.pth"), img_size=img_size)
+    assert source.preprocess.img_size == (img_size or 256)
+    assert "pretrained_cfg of mobilevit_xs" in source.preprocess_origin
+    _same_pixels(source.preprocess, _timm_transform(model, img_size))
+    _, info = source.load()
+    assert info["preprocess"] == source.preprocess.to_dict()
+    # the check can fail: the original project's transform is not timm's
+    from mobilevit_trt.preprocess import Preprocess
+    with pytest.raises(AssertionError):
+        _same_pixels(Preprocess.original(source.preprocess.img_size), _timm_transform(model, img_size))
+
+
+def test_trained_checkpoint_records_its_preprocessing(tmp_path):
+    """A checkpoint of train.py --model timm:NAME records timm's data config at its training size; the source
+    takes that size and that transform."""
+    from timm.data import resolve_data_config
+    model = _random_timm("mobilevit_xxs", 4)
+    cfg = resolve_data_config({"input_size": (3, 192, 192), "crop_pct": 1.0, "interpolation": "bilinear"},
+                              model=model)
+    path = _save({"arch": "mobilevit_xxs", "num_classes": 4, "img_size": 192, "state_dict": model.state_dict(),
+                  "preprocess": dict(cfg, source="timm", input_size=list(cfg["input_size"]))}, tmp_path / "t.pth")
+    source = open_source(None, path)
+    assert source.img_size == 192 and source.preprocess_origin == "checkpoint %s" % path
+    _same_pixels(source.preprocess, _timm_transform_cfg(cfg))
+    assert source.preprocess.describe().startswith("192x192, resize short side 192 (bilinear)")
+
+
+def _timm_transform_cfg(cfg):
+    from timm.data import create_transform
+    tf = create_transform(**cfg)
+    return lambda im: tf(im).numpy()
+
+
+def test_hugging_face_folder_preprocessing(tmp_path, capsys):
+    """A folder's preprocessor_config.json is transformers' processor, bit for bit; a folder without one gets
+    Apple's convention (the same transform as Apple's published file) and one WARNING line saying so."""
+    import json
+    proc_mod = pytest.importorskip("transformers.models.mobilevit.image_processing_pil_mobilevit")
+    from mobilevit_trt.preprocess import Preprocess
+    hf = _hf_model("xxs", 4)
+    folder = str(tmp_path / "hf")
+    hf.save_pretrained(folder)
+    capsys.readouterr()
+    bare = open_source(None, folder)
+    assert "WARNING" in capsys.readouterr().out and bare.preprocess.channel_order == "bgr"
+    assert bare.preprocess.same_transform(Preprocess.from_hf_preprocessor(APPLE_HF))
+    cfg = dict(APPLE_HF, crop_size={"height": 256, "width": 256}, size={"shortest_edge": 300}, resample=3)
+    with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:
+        json.dump(cfg, f)
+    source = open_source(None, folder)
+    assert source.preprocess_origin.endswith("preprocessor_config.json")
+    proc = proc_mod.MobileViTImageProcessorPil.from_pretrained(folder)
+    _same_pixels(source.preprocess, lambda im: proc(im, return_tensors="np")["pixel_values"][0])
+    assert os.path.join(folder, "preprocessor_config.json") in source.files()
+
+
+def test_cvnets_preprocessing_is_apples():
+    """ml-cvnets files: Apple's evaluation (short side 288 bilinear, crop 256, [0, 1], BGR), the transform of
+    Apple's own Hugging Face processor file; other input sizes scale the resize alike."""
+    from mobilevit_trt.preprocess import Preprocess
+    assert Preprocess.cvnets(256).same_transform(Preprocess.from_hf_preprocessor(APPLE_HF))
+    assert Preprocess.cvnets(256).describe() == ("256x256, resize short side 288 (bilinear) + center crop, "
+                                                 "scale 1/255, mean 0 std 1, BGR")
+    assert Preprocess.cvnets(224).resize_size == 252
+    src = OfficialSource("mobilevit_xxs", None, 10, 256, origin="cvnets")
+    assert src.preprocess.same_transform(Preprocess.cvnets(256))
+
+
+def test_preprocess_options_override_the_source(tmp_path, capsys):
+    from MobileViT_Pytorch.source import apply_preprocess_args
+    from mobilevit_trt.preprocess import add_preprocess_args
+    p = argparse.ArgumentParser()
+    add_preprocess_args(p)
+    source = open_source("timm:mobilevit_xxs")
+    before = source.params["preprocess"]
+    pp = apply_preprocess_args(source, p.parse_args(["--channel-order", "bgr", "--mean", "0.5"]))
+    out = capsys.readouterr().out
+    assert "channel_order rgb -> bgr" in out and "mean (0, 0, 0) -> (0.5, 0.5, 0.5)" in out
+    assert source.preprocess is pp and pp.channel_order == "bgr" and pp.mean == (0.5, 0.5, 0.5)
+    assert source.params["preprocess"] != before          # cached pipeline stages are keyed by it
+    _, info = source.load()
+    assert info["preprocess"]["channel_order"] == "bgr"

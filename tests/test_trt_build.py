@@ -18,6 +18,11 @@ trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed (pi
 from mobilevit_trt import build, plugin_spec, precision, trt_compat  # noqa: E402
 from mobilevit_trt.errors import UserError  # noqa: E402
 from mobilevit_trt.fileio import sha256_file  # noqa: E402
+from mobilevit_trt.sidecar import engine_preprocess  # noqa: E402
+
+
+def sidecar_preprocess(engine):
+    return engine_preprocess(engine)[0]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTX = "TensorRT-RTX %s" % trt.__version__
@@ -61,7 +66,8 @@ def variants(work):
     from mobilevit_trt.export import export_onnx
     base, _ = load_model(None, arch="xxs", quiet=True)
     opt, _ = load_model(None, arch="xxs", opt=True, quiet=True)
-    quiet = dict(log=lambda *a: None, verify=False)
+    from mobilevit_trt.preprocess import Preprocess
+    quiet = dict(log=lambda *a: None, verify=False, preprocess=Preprocess.original(256))
     out = {}
     for name, model, kw in [("static_b1", base, dict(batch=1)), ("dynamic", base, dict(dynamic=True)),
                             ("opt_dynamic", opt, dict(dynamic=True)), ("static_b2_opset17", base,
@@ -120,6 +126,10 @@ def test_rtx_builds_variant(case, variants, calib_npz, work, api):
     assert side["source_onnx"] == {"path": os.path.abspath(variants[variant]),
                                    "sha256": sha256_file(variants[variant])}
     assert side["hardware_target"]["kind"] == "compute_capabilities"
+    # the model's preprocessing, from the ONNX metadata (export_onnx wrote it), also through the Q/DQ / FP16 copies
+    from mobilevit_trt.preprocess import Preprocess
+    assert side["preprocess"] == Preprocess.original(256).to_dict()
+    assert sidecar_preprocess(engine) == Preprocess.original(256)
     transforms = (["qdq"] if kwargs.get("int8") else []) + (["fp16"] if kwargs.get("fp16") else [])
     if transforms:
         assert side["built_onnx"]["transforms"] == transforms

@@ -14,6 +14,7 @@ import sys
 
 from mobilevit_trt import cli
 from mobilevit_trt.export import VERIFY_ATOL  # torch is imported lazily: --help stays fast
+from mobilevit_trt.preprocess import add_preprocess_args
 
 PROG = "convert_to_onnx.py"  # the parser's name when run as the root script; mobilevit-trt passes its own
 
@@ -49,6 +50,10 @@ def build_parser(prog=PROG):
                         "fake-quant model: the tolerances of MobileViT_Pytorch/qat.py, weight-only or with "
                         "activations, plus its top-1 agreement)" % VERIFY_ATOL)
     g.add_argument("--report", default=None, help="write the export report (JSON) here")
+    add_preprocess_args(p).description = (
+        "default: the model's own (a checkpoint's record, timm's pretrained_cfg, a Hugging Face folder's "
+        "preprocessor_config.json, Apple's for ml-cvnets files); recorded in the ONNX metadata for every later "
+        "stage; each option given overrides that field")
     return p
 
 
@@ -66,8 +71,9 @@ def main(argv=None, prog=PROG):
     if args.atol is not None and not args.atol > 0:
         raise UserError("--atol must be positive, got %g" % args.atol)
     cli.check_outputs(files={"--save_path": args.save_path, "--report": args.report})
-    from MobileViT_Pytorch.source import OfficialSource, open_source
+    from MobileViT_Pytorch.source import OfficialSource, apply_preprocess_args, open_source
     source = open_source(args.model, args.model_path, args.arch, args.num_classes, args.img_size, args.use_ema)
+    apply_preprocess_args(source, args)
     if isinstance(source, OfficialSource):
         return _export_official(args, source)
     args.img_size = source.img_size
@@ -112,14 +118,15 @@ def main(argv=None, prog=PROG):
     if qat is not None:
         from MobileViT_Pytorch.qat import export_qdq_onnx
         report = export_qdq_onnx(model, args.save_path, batch=batch, dynamic=args.dynamic, opset=args.opset,
-                                 img_size=args.img_size, verify=not args.no_verify, atol=args.atol)
+                                 img_size=args.img_size, verify=not args.no_verify, atol=args.atol,
+                                 preprocess=source.preprocess)
         report["nodes"] = sum(report["op_counts"].values())
         print("Q/DQ structure: %s" % ", ".join("%s %d" % kv for kv in report["qdq"].items()))
     else:
         from mobilevit_trt.export import export_onnx
         report = export_onnx(model, args.save_path, batch=batch, dynamic=args.dynamic, opset=args.opset,
                              img_size=args.img_size, do_simplify=not args.no_simplify, verify=not args.no_verify,
-                             atol=VERIFY_ATOL if args.atol is None else args.atol)
+                             atol=VERIFY_ATOL if args.atol is None else args.atol, preprocess=source.preprocess)
     report["model"] = info
     if args.report:
         write_json(args.report, report)
@@ -144,7 +151,7 @@ def _export_official(args, source):
                                                     else "", args.opset))
     report = export_onnx(model, args.save_path, batch=batch, dynamic=args.dynamic, opset=args.opset,
                          img_size=source.img_size, do_simplify=not args.no_simplify, verify=not args.no_verify,
-                         atol=VERIFY_ATOL if args.atol is None else args.atol)
+                         atol=VERIFY_ATOL if args.atol is None else args.atol, preprocess=source.preprocess)
     report["model"] = info
     if args.report:
         write_json(args.report, report)

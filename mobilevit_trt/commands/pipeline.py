@@ -12,6 +12,7 @@ import os
 import sys
 
 from mobilevit_trt import cli
+from mobilevit_trt.preprocess import add_preprocess_args
 
 PROG = "pipeline.py"  # the parser's name when run as the root script; mobilevit-trt passes its own
 
@@ -26,16 +27,18 @@ def build_parser(prog=PROG):
     p.add_argument("--train_path", "--train-path", dest="train_path", default=None,
                    help="calibration data source (default: the default dataset's train split)")
     p.add_argument("--calib-count", type=cli.positive_int, default=100, help="calibration images (as the original)")
-    p.add_argument("--limit", type=cli.positive_int, default=None, help="evaluate only the first N images")
+    p.add_argument("--limit", type=cli.positive_int, default=None,
+                   help="evaluate a class-stratified seeded subset of N images")
     p.add_argument("--bench-iters", type=cli.positive_int, default=20, help="timed ONNX Runtime calls per variant and batch (interleaved rounds of 5)")
     p.add_argument("--opset", type=int, default=13)
+    add_preprocess_args(p)
     return p
 
 
 def main(argv=None, prog=PROG):
     args = build_parser(prog).parse_args(argv)
     from MobileViT_Pytorch.official import DEFAULT_WEIGHTS
-    from MobileViT_Pytorch.source import open_source
+    from MobileViT_Pytorch.source import apply_preprocess_args, open_source
     from mobilevit_trt.pipeline import run_pipeline
     from mobilevit_trt.plan import build_plan
     cli.check_outputs(folders={"--out": args.out})
@@ -45,6 +48,7 @@ def main(argv=None, prog=PROG):
         model_path = DEFAULT_WEIGHTS
         print("no --model_path: the default model %s" % os.path.relpath(model_path))
     source = open_source(args.model, model_path, args.arch, args.num_classes, args.img_size, args.use_ema)
+    apply_preprocess_args(source, args)
     results, run = run_pipeline(source, out=args.out,
                                 plan=build_plan(opset=args.opset), force=args.force, data_path=args.data_path,
                                 train_path=args.train_path, calib_count=args.calib_count, acc_limit=args.limit,

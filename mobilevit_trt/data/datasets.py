@@ -2,9 +2,11 @@
 (this toolkit's format and the legacy pyarrow one), :func:`open_dataset`, subsets and seeded picks, batching, and the
 progress display the data code shares.
 
-Preprocessing is the original project's evaluation transform (``T.Resize((256, 256))``, ``T.ToTensor()``,
-``T.Normalize(ImageNet mean, std)`` on a PIL RGB image) written with PIL and NumPy: bilinear resize to
-``size x size`` with PIL, scale to [0, 1], normalise per channel, CHW float32.
+Preprocessing belongs to the model (:mod:`mobilevit_trt.preprocess`): every dataset takes ``preprocess=`` (a
+:class:`~mobilevit_trt.preprocess.Preprocess`, or its dict), or ``img_size=`` meaning the original project's
+evaluation transform at that size (``Preprocess.original(img_size)``: ``T.Resize((S, S))``, ``T.ToTensor()``,
+``T.Normalize(ImageNet mean, std)`` written with PIL and NumPy); neither: the original's at 256.
+:func:`preprocess` is that original transform as a function.
 
 Datasets (all index-ordered, so every run sees the same images in the same order):
 
@@ -31,10 +33,7 @@ import sys
 import threading
 
 from ..errors import UserError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_IMG_SIZE = 256
+from ..preprocess import DEFAULT_IMG_SIZE, Preprocess
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 LMDB_FORMAT = "mobilevit_trt-lmdb"
@@ -66,23 +65,27 @@ def decode_image(data, name="image"):
                                                       else "not an image file PIL can read"))
 
 
-def preprocess(img, size=DEFAULT_IMG_SIZE):
-    """PIL image (any mode) or encoded bytes -> normalised float32 array ``[3, size, size]``.
-
-    Same as torchvision's ``Resize((size, size))`` (PIL bilinear) + ``ToTensor()`` + ``Normalize(mean, std)``.
-    """
-    import numpy as np
+def preprocess(img, size=DEFAULT_IMG_SIZE, pp=None):
+    """PIL image (any mode) or encoded bytes -> float32 array ``[3, S, S]``: ``pp`` (a Preprocess), by default
+    the original project's transform at ``size`` (torchvision's ``Resize((size, size))`` (PIL bilinear) +
+    ``ToTensor()`` + ``Normalize(ImageNet mean, std)``)."""
     from PIL import Image
 
     if not isinstance(img, Image.Image):
         img = decode_image(img)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
-    x = np.asarray(img, dtype=np.float32) / np.float32(255.0)
-    x = (x - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+    return (Preprocess.coerce(pp) if pp is not None else Preprocess.original(size))(img)
+
+
+def resolve_preprocess(img_size=None, preprocess=None):
+    """The Preprocess a dataset applies: ``preprocess`` (a Preprocess or its dict), else the original project's
+    at ``img_size`` (default 256); UserError when both are given and disagree on the size."""
+    pp = Preprocess.coerce(preprocess)
+    if pp is None:
+        return Preprocess.original(int(img_size) if img_size else DEFAULT_IMG_SIZE)
+    if img_size and int(img_size) != pp.img_size:
+        raise UserError("img_size %d contradicts the preprocessing's %dx%d (%s)"
+                        % (int(img_size), pp.img_size, pp.img_size, pp.describe()))
+    return pp
 
 
 # -------------------------------------------------------------------------------------------- progress display
@@ -112,8 +115,13 @@ class Dataset(object):
     """Index-ordered labelled images: ``raw(i) -> (encoded bytes, label)``, ``ds[i] -> (CHW float32, label)``."""
 
     classes = None
-    img_size = DEFAULT_IMG_SIZE
+    preprocess = Preprocess.original(DEFAULT_IMG_SIZE)
     kind = "dataset"
+
+    @property
+    def img_size(self):
+        """The model input size (H = W) this dataset's preprocessing makes."""
+        return self.preprocess.img_size
 
     def __len__(self):
         raise NotImplementedError
@@ -127,6 +135,10 @@ class Dataset(object):
     def label(self, index):
         return self.raw(index)[1]
 
+    def labels(self):
+        """Every image's label, in index order (cheaper than :meth:`raw` where the format allows)."""
+        return [int(self.label(i)) for i in range(len(self))]
+
     def image(self, index):
         data, _ = self.raw(index)
         return decode_image(data, self.name(index))
@@ -137,7 +149,7 @@ class Dataset(object):
         if not 0 <= index < len(self):
             raise IndexError(index)
         data, label = self.raw(index)
-        return preprocess(decode_image(data, self.name(index)), self.img_size), int(label)
+        return self.preprocess(decode_image(data, self.name(index))), int(label)
 
     def describe(self):
         return "%s %s (%d images%s)" % (self.kind, self.path, len(self),
@@ -199,9 +211,9 @@ def read_label_file(path):
 class ImageFolderDataset(Dataset):
     kind = "image folder"
 
-    def __init__(self, root, img_size=DEFAULT_IMG_SIZE):
+    def __init__(self, root, img_size=None, preprocess=None):
         self.path = root
-        self.img_size = img_size
+        self.preprocess = resolve_preprocess(img_size, preprocess)
         self.samples, self.classes = scan_image_folder(root)
 
     def __len__(self):
@@ -217,15 +229,18 @@ class ImageFolderDataset(Dataset):
     def label(self, index):
         return self.samples[index][1]
 
+    def labels(self):
+        return [int(lab) for _, lab in self.samples]
+
 
 class LabelFileDataset(ImageFolderDataset):
     kind = "image folder + label file"
 
-    def __init__(self, root, label_file, img_size=DEFAULT_IMG_SIZE):
+    def __init__(self, root, label_file, img_size=None, preprocess=None):
         if not os.path.isdir(root):
             raise UserError("image folder not found: %s" % root)
         self.path = root
-        self.img_size = img_size
+        self.preprocess = resolve_preprocess(img_size, preprocess)
         entries = read_label_file(label_file)
         missing = [n for n, _ in entries if not os.path.isfile(os.path.join(root, n))]
         if missing:
@@ -283,9 +298,9 @@ class LmdbDataset(Dataset):
 
     kind = "LMDB"
 
-    def __init__(self, path, img_size=DEFAULT_IMG_SIZE):
+    def __init__(self, path, img_size=None, preprocess=None):
         self.path = path
-        self.img_size = img_size
+        self.preprocess = resolve_preprocess(img_size, preprocess)
         with shared_env(path).begin() as txn:
             meta_raw = txn.get(b"__meta__")
             len_raw = txn.get(b"__len__")
@@ -312,15 +327,26 @@ class LmdbDataset(Dataset):
         value = bytes(value)
         return value[LABEL_HEADER.size:], LABEL_HEADER.unpack_from(value)[0]
 
+    def labels(self):
+        """The labels from the records' 8-byte headers (no image bytes are copied)."""
+        out = []
+        with shared_env(self.path).begin(buffers=True) as txn:
+            for i in range(self.length):
+                value = txn.get((KEY_FORMAT % i).encode("ascii"))
+                if value is None or len(value) < LABEL_HEADER.size:
+                    raise UserError("%s: record %d is missing or truncated" % (self.path, i))
+                out.append(int(LABEL_HEADER.unpack_from(bytes(value[:LABEL_HEADER.size]))[0]))
+        return out
+
 
 class LegacyLmdbDataset(Dataset):
     """pytorch_lmdb_imagenet's pyarrow-serialised LMDB (``pa.serialize((image bytes, label))``, ``__keys__``)."""
 
     kind = "legacy (pyarrow) LMDB"
 
-    def __init__(self, path, img_size=DEFAULT_IMG_SIZE):
+    def __init__(self, path, img_size=None, preprocess=None):
         self.path = path
-        self.img_size = img_size
+        self.preprocess = resolve_preprocess(img_size, preprocess)
         with shared_env(path).begin() as txn:
             keys_raw = txn.get(b"__keys__")
         self._deserialize = legacy_deserializer(path, keys_raw)
@@ -395,28 +421,32 @@ def _is_lmdb(path):
     return False
 
 
-def open_lmdb(path, img_size=DEFAULT_IMG_SIZE):
-    """Open an LMDB in the toolkit's format, or a legacy one where it can be read (else a UserError)."""
+def open_lmdb(path, img_size=None, preprocess=None):
+    """Open an LMDB in the toolkit's format, or a legacy one where it can be read (else a UserError).
+    ``preprocess``/``img_size``: as :func:`open_dataset`."""
     with shared_env(path).begin() as txn:
         meta_raw = txn.get(b"__meta__")
         keys_raw = txn.get(b"__keys__")
     if _parse_meta(meta_raw) is not None:
-        return LmdbDataset(path, img_size)
+        return LmdbDataset(path, img_size, preprocess)
     if keys_raw is not None:
-        return LegacyLmdbDataset(path, img_size)
+        return LegacyLmdbDataset(path, img_size, preprocess)
     raise UserError("%s is an LMDB in an unknown layout (neither __meta__ nor __keys__): %s" % (path, CONVERT_HINT))
 
 
-def open_dataset(path, label_file=None, img_size=DEFAULT_IMG_SIZE):
-    """LMDB (either format), image folder with class sub-folders, or flat folder + ``label_file``."""
+def open_dataset(path, label_file=None, img_size=None, preprocess=None):
+    """LMDB (either format), image folder with class sub-folders, or flat folder + ``label_file``.
+
+    ``preprocess``: the model's preprocessing (a Preprocess or its dict); ``img_size`` alone: the original
+    project's at that size; neither: the original's at 256 (see the module docstring)."""
     if not path or not os.path.exists(path):
         raise UserError("data path not found: %s" % path)
     if label_file:
-        return LabelFileDataset(path, label_file, img_size)
+        return LabelFileDataset(path, label_file, img_size, preprocess)
     if _is_lmdb(path):
-        return open_lmdb(path, img_size)
+        return open_lmdb(path, img_size, preprocess)
     if os.path.isdir(path):
-        return ImageFolderDataset(path, img_size)
+        return ImageFolderDataset(path, img_size, preprocess)
     raise UserError("%s is neither an LMDB nor an image folder" % path)
 
 
@@ -426,7 +456,7 @@ class Subset(Dataset):
         self.indices = list(indices)
         self.path = base.path
         self.classes = base.classes
-        self.img_size = base.img_size
+        self.preprocess = base.preprocess
         self.kind = base.kind
 
     def __len__(self):
@@ -441,12 +471,82 @@ class Subset(Dataset):
     def label(self, index):
         return self.base.label(self.indices[index])
 
+    def labels(self):
+        base = self.base.labels()
+        return [base[i] for i in self.indices]
+
+
+def with_preprocess(ds, preprocess):
+    """``ds`` (a dataset or Subset) reading its images with another preprocessing, without re-opening it."""
+    import copy
+
+    out = copy.copy(ds)
+    out.preprocess = Preprocess.coerce(preprocess)
+    if isinstance(out, Subset):
+        out.base = with_preprocess(ds.base, preprocess)
+    return out
+
 
 def limit_dataset(ds, limit):
-    """The first ``limit`` images (``None``/0: all)."""
+    """The first ``limit`` images (``None``/0: all).  For an evaluation subset see :func:`stratified_subset`:
+    datasets are stored class by class, so the first N images are a few classes only."""
     if limit and limit < len(ds):
         return Subset(ds, range(limit))
     return ds
+
+
+def stratified_subset(ds, limit, seed=0):
+    """``(subset, info)``: ``limit`` images of ``ds`` spread over its classes as evenly as possible (every class
+    gets ``limit // K`` or one more, a class with fewer images gives all it has), each class's pick a seeded
+    random one, the subset in dataset order.  With fewer images than classes, a seeded random choice of
+    ``limit`` classes is covered (one image each).  ``limit`` None/0 or >= len(ds): ``ds`` itself.
+
+    ``info``: ``{"limit", "of", "seed", "classes_total", "classes_covered", "per_class": {label: n},
+    "per_class_min", "per_class_max", "description"}``."""
+    import numpy as np
+
+    n = len(ds)
+    labels = np.asarray(ds.labels(), dtype=np.int64)
+    all_classes = sorted(set(labels.tolist()))
+    if not limit or limit >= n:
+        counts = {int(c): int((labels == c).sum()) for c in all_classes}
+        return ds, _subset_info(n, n, seed, all_classes, counts, subset=False)
+    rng = np.random.default_rng(seed)
+    class_order = [all_classes[i] for i in rng.permutation(len(all_classes))]
+    pools = {c: rng.permutation(np.flatnonzero(labels == c)).tolist() for c in all_classes}
+    picked, counts, depth = [], {}, 0
+    while len(picked) < limit:
+        took = False
+        for c in class_order:                  # round robin: class by class, one image per round
+            if depth < len(pools[c]) and len(picked) < limit:
+                picked.append(pools[c][depth])
+                counts[int(c)] = counts.get(int(c), 0) + 1
+                took = True
+        if not took:
+            break
+        depth += 1
+    return Subset(ds, sorted(picked)), _subset_info(len(picked), n, seed, all_classes, counts, subset=True)
+
+
+def _subset_info(count, of, seed, all_classes, counts, subset):
+    per = sorted(counts.values()) or [0]
+    covered = len(counts)
+    if per[0] == per[-1]:
+        each = "%d per class" % per[0]
+    else:
+        each = "%d to %d per class" % (per[0], per[-1])
+    if subset:
+        desc = "%d of %d images, stratified by class (seed %d): %d of %d classes, %s" % (
+            count, of, seed, covered, len(all_classes), each)
+        if covered < len(all_classes):
+            desc += " (%d classes not evaluated)" % (len(all_classes) - covered)
+    else:
+        desc = "all %d images: %d classes, %s" % (count, covered, each)
+    if covered <= 20:
+        desc += " [%s]" % ", ".join("%d: %d" % (c, counts[c]) for c in sorted(counts))
+    return {"limit": count if subset else None, "of": of, "seed": seed, "classes_total": len(all_classes),
+            "classes_covered": covered, "per_class": {str(c): counts[c] for c in sorted(counts)},
+            "per_class_min": per[0], "per_class_max": per[-1], "description": desc}
 
 
 def sample_indices(n, count, seed=0, exclude=()):

@@ -13,6 +13,7 @@ import collections
 
 from .. import plugin_spec
 from ..errors import UserError
+from ..preprocess import copy_onnx_metadata
 # The plugin nodes live in the default domain with op types no ONNX op uses (plugin_spec); the TensorRT ONNX
 # parser finds them through its fallback plugin importer (plugin name = op_type, plugin_version and
 # plugin_namespace attributes).  onnx.checker runs on a copy where they are moved to CHECK_DOMAIN.
@@ -101,7 +102,7 @@ def add_plugins(model, kinds=DEFAULT_KINDS, allow_missing=False):
         recs = _FUSERS[k](graph, shapes, rejected=rejected)
         counts[KINDS[k]] = len(recs)
         records.extend(recs)
-    fused = gs.export_onnx(graph)
+    fused = copy_onnx_metadata(model, gs.export_onnx(graph))
     fused.ir_version = model.ir_version
     missing = [KINDS[k] for k in kinds if counts[KINDS[k]] == 0]
     report = collections.OrderedDict([
