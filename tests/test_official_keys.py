@@ -8,7 +8,7 @@ weights after the conversion, give the same logits on the same input (FP32, eval
   safetensors, ``pytorch_model.bin``).  Seen: ~1e-8 (timm's fused attention vs transformers' explicit matmuls).
 * ml-cvnets: Apple's own model code is not on PyPI (the PyPI package named ``cvnets`` is an unrelated library),
   so :func:`test_cvnets_equals_mlcvnets_model` runs only where a checkout of apple/ml-cvnets is importable
-  (``MLCVNETS_ROOT=/path/to/ml-cvnets``; it also needs ``requests``) and is skipped otherwise.  Seen there: 0.0
+  (``PYTHONPATH=/path/to/ml-cvnets``; it also needs ``requests``) and is skipped otherwise.  Seen there: 0.0
   with timm's explicit attention, ~1e-7 with its fused one, v1 XXS/XS/S and v2.  Always run:
   :func:`test_cvnets_equals_transformers_model` -- ml-cvnets key names made from a transformers model's state
   dict by inverting the renames of transformers' ml-cvnets conversion script (q/k/v packed back into
@@ -17,7 +17,6 @@ weights after the conversion, give the same logits on the same input (FP32, eval
 """
 import json
 import os
-import sys
 
 import pytest
 
@@ -329,16 +328,13 @@ def test_cvnets_v2_equals_transformers_model():
 
 
 def _mlcvnets():
-    """Apple's ml-cvnets model classes, from a checkout named by MLCVNETS_ROOT (or already importable)."""
-    root = os.environ.get("MLCVNETS_ROOT")
-    if root and root not in sys.path:
-        sys.path.insert(0, root)
+    """Apple's ml-cvnets model classes, importable when a checkout of apple/ml-cvnets is on PYTHONPATH."""
     try:
         from cvnets import modeling_arguments
         from cvnets.models.classification.mobilevit import MobileViT
         from cvnets.models.classification.mobilevit_v2 import MobileViTv2
     except ImportError as e:
-        pytest.skip("Apple's ml-cvnets is not importable (set MLCVNETS_ROOT to a checkout of apple/ml-cvnets; "
+        pytest.skip("Apple's ml-cvnets is not importable (put a checkout of apple/ml-cvnets on PYTHONPATH; "
                     "it is not on PyPI): %s" % e)
     return modeling_arguments, MobileViT, MobileViTv2
 
