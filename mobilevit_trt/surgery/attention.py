@@ -603,11 +603,14 @@ def _reshape_node(an, name, data, target, out_name):
     return node, out
 
 
-def _apply(an, graph, m):
-    """Replace the match by one plugin node (and the Reshapes it needs); return the fusion record."""
+def _apply(an, graph, m, emit=None):
+    """Replace the match by one plugin node (and the Reshapes it needs); return the fusion record.
+
+    ``emit`` (see :func:`fuse_attention`) writes something else than the plugin node between the same
+    tensors: the token views the plugin would read and the merged output ``[..., N, H*D]``."""
     import onnx_graphsurgeon as gs
     np = an.np
-    name = an.node_name(m["nodes"], plugin_spec.ATTENTION_OP)
+    name = an.node_name(m["nodes"], plugin_spec.ATTENTION_OP if emit is None else emit.name_base)
     replaced = [n.name for n in m["nodes"]]
     dead = [n.name for n in m["dead"]]
     n, w, h, d = m["seq_len"], m["width"], m["num_heads"], m["head_dim"]
@@ -645,14 +648,20 @@ def _apply(an, graph, m):
             node.outputs[0] = out["tensor"]
             new_nodes.append(node)
             inserted.append(node.name)
-    node = gs.Node(plugin_spec.ATTENTION_OP, name=name,
-                   attrs=plugin_spec.node_attrs(plugin_spec.ATTENTION_OP, scale=m["scale"], num_heads=h),
-                   inputs=plugin_inputs, outputs=[y], domain="")
-    graph.nodes.append(node)
+    if emit is None:
+        kind, extra = plugin_spec.ATTENTION_OP, []
+        graph.nodes.append(gs.Node(plugin_spec.ATTENTION_OP, name=name,
+                                   attrs=plugin_spec.node_attrs(plugin_spec.ATTENTION_OP, scale=m["scale"],
+                                                                num_heads=h),
+                                   inputs=plugin_inputs, outputs=[y], domain=""))
+    else:
+        kind = emit.kind
+        built, extra = emit.build(an, name, m, plugin_inputs, y)
+        graph.nodes.extend(built)
     graph.nodes.extend(new_nodes)
     _set_output_info(an, y, src_dtype, y_dims)
     return collections.OrderedDict([
-        ("kind", plugin_spec.ATTENTION_OP), ("node", name),
+        ("kind", kind), ("node", name),
         ("input_form", "packed_qkv" if m["packed"] else "q_k_v"),
         ("inputs", [t.name for t in plugin_inputs]), ("outputs", [y.name]),
         ("scale", float(np.float32(m["scale"]))), ("num_heads", int(h)),
@@ -663,25 +672,32 @@ def _apply(an, graph, m):
         ("kept_nodes", [out["reshape"].name] if out["kind"] == "kept" else []),
         ("replaced_nodes", replaced),
         ("removed_shape_nodes", dead),
-    ])
+    ] + list(extra))
 
 
-def fuse_attention(graph, shapes=None, rejected=None):
+def fuse_attention(graph, shapes=None, rejected=None, emit=None):
     """Replace every self-attention subgraph of ``graph`` by one ``Attention`` plugin node; return the records.
 
     ``rejected`` (a list), when given, receives one dict per Softmax that was not fused: ``kind``, ``anchor``
     (node name), ``op`` and ``reason``.
+
+    ``emit``: what to write instead of the plugin node (the fusion targets of :mod:`.targets`); an object with
+    ``kind`` (the record's and rejections' kind), ``check(an, match)`` (raises ``_NoMatch`` when it cannot write
+    this match: the Softmax is then rejected and left as it is) and ``build(an, name, match, inputs, output)``
+    returning ``(new nodes, extra record items)``.  The match is the same for every target.
     """
     if shapes is None:
         shapes = infer_shapes(graph)
     an = _Analysis(graph, shapes)
-    rej = _Rejections(plugin_spec.ATTENTION_OP)
+    rej = _Rejections(plugin_spec.ATTENTION_OP if emit is None else emit.kind)
     records, taken = [], set()
     for anchor in list(graph.nodes):
         if anchor.op != "Softmax" or id(anchor) in taken:
             continue
         try:
             m = _match_attention(an, anchor)
+            if emit is not None:
+                emit.check(an, m)
         except _NoMatch as e:
             rej.add(anchor, e)
             continue
@@ -689,7 +705,7 @@ def fuse_attention(graph, shapes=None, rejected=None):
             rej.add(anchor, "overlaps an attention fused already")
             continue
         taken.update(id(n) for n in m["nodes"])
-        records.append(_apply(an, graph, m))
+        records.append(_apply(an, graph, m, emit))
     graph.cleanup().toposort()
     if rejected is not None:
         rejected.extend(rej.records(taken))

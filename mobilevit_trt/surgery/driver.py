@@ -183,13 +183,15 @@ def random_feeds(model, batch, seed=0):
     return feeds
 
 
-def verify_fused(model, fused_path, batches=None, atol=VERIFY_ATOL, seed=0, log=print):
+def verify_fused(model, fused_path, batches=None, atol=VERIFY_ATOL, seed=0, log=print, rtol=None):
     """Check the fused graph and compare it with ``model`` on random inputs (``verify.compare``); print one
     verdict line.
 
     ``model`` is the reference: the PyTorch module, or the original (unfused) ONNX model (path or ModelProto),
     run in ONNX Runtime.  The fused graph runs in ONNX Runtime (CPU) with the NumPy reference implementations
-    of the plugin ops.  Returns a report dict (``passed``, ``max_abs``, the batches run, the checker verdict).
+    of the plugin ops (a graph of another fusion target -- ONNX ``Attention`` / ``LayerNormalization``, the
+    fusable MHA form -- runs on ONNX Runtime's own kernels).  Passes when ``|diff| <= atol + rtol*|ref|``
+    (``rtol`` None: 0).  Returns a report dict (``passed``, ``max_abs``, the batches run, the checker verdict).
     """
     import onnx
 
@@ -207,11 +209,15 @@ def verify_fused(model, fused_path, batches=None, atol=VERIFY_ATOL, seed=0, log=
     torch_ref = hasattr(model, "forward") and hasattr(model, "eval")
     ref = TorchBackend(model) if torch_ref else OnnxRuntimeBackend(model)
     with OnnxRuntimeBackend(fused) as test, ref:
-        res = compare(test, ref, inputs, Tolerance(atol=atol))
+        res = compare(test, ref, inputs, Tolerance(atol=atol, rtol=rtol))
     res.update(checker=checker, reference="pytorch" if torch_ref else "onnxruntime",
                passed=bool(res["passed"]) and checker == "passed")
-    counts = ", ".join("%d %s" % (v, k) for k, v in count_plugins(fused).items())
-    log("%s; checker %s" % (verdict_line("fused graph (%s)" % counts, res,
+    from .targets import count_target_ops, read_fusion_target
+    target = read_fusion_target(fused) or "plugin"
+    counts = ", ".join("%d %s" % (v, k) for k, v in (
+        count_plugins(fused).items() if target == "plugin" else count_target_ops(fused, target).items()))
+    res["target"] = target
+    log("%s; checker %s" % (verdict_line("%s graph (%s)" % ("fused" if target == "plugin" else target, counts), res,
                                          "PyTorch" if torch_ref else "original ONNX"),
                             "ok" if checker == "passed" else "FAILED (%s)" % checker))
     return res

@@ -30,6 +30,9 @@ from .constants import (_Analysis, _NoMatch, _Rejections, _detach, _neg_axis, _o
                         _set_output_info)
 from .shapes import infer_shapes
 
+#: the ONNX op written by ``fuse_layernorm(..., native=True)``
+NATIVE_LAYERNORM_OP = "LayerNormalization"
+
 
 def _reduce_axes(an, node):
     """Axes of a ReduceMean (attribute before opset 18, input from 18), or None when not constant."""
@@ -295,11 +298,18 @@ _MATCHERS = {"ReduceMean": _match_decomposed_layernorm, "LayerNormalization": _m
              "InstanceNormalization": _match_instance_norm}
 
 
-def fuse_layernorm(graph, shapes=None, rejected=None):
+def fuse_layernorm(graph, shapes=None, rejected=None, native=False):
     """Replace every LayerNorm subgraph of ``graph`` by one ``LayerNorm`` plugin node; return the fusion records.
 
     ``rejected`` (a list), when given, receives one dict per anchor (ReduceMean, LayerNormalization,
     InstanceNormalization) that was not fused: ``kind``, ``anchor`` (node name), ``op`` and ``reason``.
+
+    ``native=True`` writes the ONNX ``LayerNormalization`` (opset >= 17; ``axis=-1``, the same epsilon, gamma
+    and beta) instead of the plugin node, for every matched form.  The math is the plugin's (mean and biased
+    variance over the last axis, eps inside the square root), so this is exact also for the GroupNorm(1) and
+    InstanceNormalization forms: LayerNormalization over the last axis of ``[B, G, M]`` with gamma / beta
+    ``[M]`` (the flattened ``C*P*N`` axis of GroupNorm(1), with the per-channel affine expanded as for the
+    plugin).  The caller raises the model's opset.
     """
     import numpy as np
     import onnx_graphsurgeon as gs
@@ -307,7 +317,8 @@ def fuse_layernorm(graph, shapes=None, rejected=None):
     if shapes is None:
         shapes = infer_shapes(graph)
     an = _Analysis(graph, shapes)
-    rej = _Rejections(plugin_spec.LAYERNORM_OP)
+    op = NATIVE_LAYERNORM_OP if native else plugin_spec.LAYERNORM_OP
+    rej = _Rejections(op)
     records, taken = [], set()
     for anchor in list(graph.nodes):
         if anchor.op not in _MATCHERS or id(anchor) in taken:
@@ -320,7 +331,7 @@ def fuse_layernorm(graph, shapes=None, rejected=None):
         if any(id(n) in taken for n in m["nodes"]):
             rej.add(anchor, "overlaps a LayerNorm fused already")
             continue
-        name = an.node_name(m["nodes"], plugin_spec.LAYERNORM_OP)
+        name = an.node_name(m["nodes"], op)
         c = m["c"]
         gamma = m["gamma"] if m["gamma"] is not None else np.ones(c, np.float32)
         beta = m["beta"] if m["beta"] is not None else np.zeros(c, np.float32)
@@ -337,14 +348,16 @@ def fuse_layernorm(graph, shapes=None, rejected=None):
             out = gs.Variable(an.tensor_name(name + "_output"))
             back.inputs[0] = out
             back.outputs[0] = y
-        node = gs.Node(plugin_spec.LAYERNORM_OP, name=name,
-                       attrs=plugin_spec.node_attrs(plugin_spec.LAYERNORM_OP, epsilon=m["eps"]),
-                       inputs=[x, gamma_c, beta_c], outputs=[out], domain="")
+        if native:
+            attrs = collections.OrderedDict([("axis", -1), ("epsilon", float(m["eps"]))])
+        else:
+            attrs = plugin_spec.node_attrs(plugin_spec.LAYERNORM_OP, epsilon=m["eps"])
+        node = gs.Node(op, name=name, attrs=attrs, inputs=[x, gamma_c, beta_c], outputs=[out], domain="")
         graph.nodes.append(node)
         _set_output_info(an, out, an.dtype(x), an.dims(x))
         affine = m.get("affine", [m["gamma"] is not None, m["beta"] is not None])
         records.append(collections.OrderedDict([
-            ("kind", plugin_spec.LAYERNORM_OP), ("node", name), ("form", m["form"]),
+            ("kind", op), ("node", node.name), ("form", m["form"]),
             ("inputs", [x.name, gamma_c.name, beta_c.name]), ("outputs", [out.name]),
             ("epsilon", float(np.float32(m["eps"]))), ("channels", int(c)),
             ("affine_in_graph", list(affine)),
