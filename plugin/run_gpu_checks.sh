@@ -76,7 +76,7 @@ if has bench; then
         --format=csv -lms 100 > "$OUT/clocks.csv" 2>&1 &
     sampler=$!
     # shellcheck disable=SC2086
-    timeout "${BENCH_TIMEOUT:-330}" "$PY" -m benchmark.bench_plugins --out "$OUT/bench.json" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
+    timeout "${BENCH_TIMEOUT:-420}" "$PY" -m benchmark.bench_plugins --out "$OUT/bench.json" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
     RC[bench]=$?
     kill "$sampler" 2> /dev/null
     wait "$sampler" 2> /dev/null

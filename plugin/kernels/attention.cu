@@ -2,19 +2,26 @@
 //
 // Two families, both flash-style (online softmax over key chunks, so any sequence length works and the N x N
 // score matrix never reaches memory):
-//  * attnTcKernel<D, WQ, WK, KT> (FP16, head_dim 32 or 64, sm_80+): a block owns 16*WQ query rows of one
-//    (batch, head). Each chunk of KT*WK keys of K and V is copied to shared memory with cp.async; warp (wq, wk)
-//    multiplies its 16 query rows with its KT keys of the chunk on the tensor cores (mma.sync m16n8k16, operands
-//    through ldmatrix), keeps the running max / sum in registers, and accumulates P V on the tensor cores again
-//    (P converted to FP16 in registers, FlashAttention-2 style). With WK > 1 the key range is split across warps
-//    and the partial (max, sum, O) of the WK warps are merged through shared memory at the end.
-//  * attnSimtKernel<T, DMAX> (FP32 or FP16, head_dim <= 128, any alignment): CUDA cores, 16 query rows per
-//    128-thread block, 32-key tiles, one key per lane for the scores and one head-dim column per lane for P V.
-//    FP32 inputs take this path so that FP32 results keep FP32 accuracy (no TF32).
+//  * attnTcKernel<D, WQ, WK, KT, KS> (FP16, any head dim 1..128, sm_80+): D is the head dim rounded up to a
+//    tensor-core class (16, 32, 48, 64, 96, 128). The columns [head_dim, D) of the shared-memory tiles are zeroed
+//    once per block and never loaded, so padding costs MMA work but no global traffic. A block owns 16*WQ query
+//    rows of one (batch, head). Each chunk of KT*WK keys of K and V is copied to shared memory with cp.async
+//    (16-, 8- or 4-byte pieces, the widest that the head dim, row stride and pointers allow; 2-byte plain loads
+//    for odd head dims or 2-byte-aligned pointers); warp (wq, wk) multiplies its 16 query rows with its KT keys
+//    of the chunk on the tensor cores (mma.sync m16n8k16, operands through ldmatrix), keeps the running max / sum
+//    in registers, and accumulates P V on the tensor cores again (P converted to FP16 in registers,
+//    FlashAttention-2 style). With WK > 1 the key range is split across warps and the partial (max, sum, O) of
+//    the WK warps are merged through shared memory at the end.
+//  * attnSimtKernel<T, DMAX, KW> (FP32 or FP16, head_dim <= 128, any alignment): CUDA cores, FP32 FMA (no TF32,
+//    so FP32 results keep FP32 accuracy). A block of KW warps owns 16 query rows; each warp takes every KW-th
+//    tile of 32 keys into its own shared-memory slice (no block barriers in the key loop), one key per lane for
+//    the scores and one head-dim column per lane for P V, all 16 rows at once; the KW partial results are merged
+//    through shared memory at the end.
 #include "common.cuh"
 #include "mvt_kernels.h"
 
 #include <atomic>
+#include <initializer_list>
 #include <math.h>
 
 namespace mvt
@@ -35,6 +42,8 @@ struct AttnParams
     int d;
     int qTiles;
     float scaleLog2; // scale * log2(e): the softmax is computed with exp2
+    int vw;          // tensor-core path: halves per global load piece (8, 4, 2 or 1)
+    int outVec;      // tensor-core path: 1 = output rows take half2 stores
 };
 
 struct BlockCoord
@@ -64,10 +73,26 @@ __device__ __forceinline__ BlockCoord decodeBlock(AttnParams const& p, int rowsP
 // Tensor-core kernel (FP16)
 // ------------------------------------------------------------------------------------------------------------
 
+// Shared memory of one tiling (bytes); the same formula as TcConfig, usable without its static_asserts.
+constexpr int tcSmemBytes(int d, int wq, int wk, int kt)
+{
+    return (16 * wq * (d + 8) * 2)
+        + ((2 * kt * wk * (d + 8) * 2) > (wk > 1 ? (wq * wk * 16 * (d + 4) * 4 + 2 * wq * wk * 16 * 4) : 0)
+                ? (2 * kt * wk * (d + 8) * 2)
+                : (wk > 1 ? (wq * wk * 16 * (d + 4) * 4 + 2 * wq * wk * 16 * 4) : 0));
+}
+
+// Whether a tiling is built for head-dim class D: static shared memory <= 48 KiB, and the score tile (KS keys)
+// plus the O accumulator fit in registers without spilling (D * KS <= 64 * 64, measured with -Xptxas -v).
+constexpr bool tcFits(int d, int wq, int wk, int kt, int ks)
+{
+    return tcSmemBytes(d, wq, wk, kt) <= 48 * 1024 && d * ks <= 64 * 64 && 32 * wq * wk <= 512;
+}
+
 template <int D, int WQ, int WK, int KT, int KS>
 struct TcConfig
 {
-    static_assert(D % 16 == 0 && D <= 128, "head dim must be a multiple of 16");
+    static_assert(D % 16 == 0 && D <= 128, "head-dim class must be a multiple of 16");
     static_assert(KS % 16 == 0 && KT % KS == 0, "keys per warp: whole sub-tiles of a multiple of 16");
     static constexpr int kThreads = 32 * WQ * WK;
     static constexpr int kRowsQ = 16 * WQ;
@@ -80,6 +105,7 @@ struct TcConfig
     static constexpr int kKVBytes = 2 * kChunk * kLd * 2;
     static constexpr int kMergeBytes = WK > 1 ? (WQ * WK * 16 * kOLd * 4 + 2 * WQ * WK * 16 * 4) : 0;
     static constexpr int kSmemBytes = kQBytes + (kKVBytes > kMergeBytes ? kKVBytes : kMergeBytes);
+    static_assert(kSmemBytes == tcSmemBytes(D, WQ, WK, KT), "tcSmemBytes out of date");
     static_assert(kSmemBytes <= 48 * 1024, "static shared memory limit");
 };
 
@@ -88,11 +114,23 @@ __device__ __forceinline__ uint32_t smemAddr(void const* p)
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-__device__ __forceinline__ void cpAsync16(void* dst, void const* src, int srcBytes)
+// cp.async of BYTES (16, 8 or 4) bytes; srcBytes < BYTES zero-fills the rest (0: no global read at all).
+template <int BYTES>
+__device__ __forceinline__ void cpAsync(void* dst, void const* src, int srcBytes)
 {
 #if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smemAddr(dst)), "l"(src), "r"(srcBytes)
-                 : "memory");
+    if (BYTES == 16)
+    {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smemAddr(dst)), "l"(src),
+                     "r"(srcBytes)
+                     : "memory");
+    }
+    else
+    {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(smemAddr(dst)), "l"(src), "n"(BYTES),
+                     "r"(srcBytes)
+                     : "memory");
+    }
 #endif
 }
 
@@ -136,6 +174,107 @@ struct CpAsyncWaitUpTo<0>
         cpAsyncWait<0>();
     }
 };
+
+// Copy rows of `d` halves from global memory to shared-memory rows of LD halves, in pieces of VW halves
+// (VW divides d, the row stride and the pointers' alignment). Row r of the copy: shared row rowMap(r) within
+// `dst`, global row `first + rowMap(r)` of `src`; rows at or past `limit` are zero-filled without a global read.
+// Columns d .. D-1 are never written here (zeroed once per block).
+struct RowsAll
+{
+    __device__ __forceinline__ int operator()(int r) const
+    {
+        return r;
+    }
+};
+template <int KT, int KS>
+struct RowsSubTile // sub-tile t of every key warp: KS rows at w * KT + t * KS for w = 0 .. WK-1
+{
+    int t;
+    __device__ __forceinline__ int operator()(int r) const
+    {
+        return (r / KS) * KT + t * KS + (r % KS);
+    }
+};
+
+template <int D, int LD, int VW, int ROWS, int THREADS, typename Map>
+__device__ __forceinline__ void loadRows(
+    __half* dst, __half const* src, int64_t stride, int first, int limit, int d, int tid, Map map)
+{
+    constexpr int kPpr = D / VW; // pieces per padded row (those at column >= d are skipped)
+#pragma unroll 1
+    for (int i = tid; i < ROWS * kPpr; i += THREADS)
+    {
+        int const r = i / kPpr;
+        int const c = (i - r * kPpr) * VW;
+        if (c < d)
+        {
+            int const row = map(r);
+            int const g = first + row;
+            bool const ok = g < limit;
+            __half* s = dst + row * LD + c;
+            __half const* gp = src + (ok ? g : 0) * stride + c;
+            if (VW == 1)
+            {
+                *s = ok ? *gp : __float2half_rn(0.f);
+            }
+            else
+            {
+                cpAsync<VW * 2>(s, gp, ok ? VW * 2 : 0);
+            }
+        }
+    }
+}
+
+template <int D, int LD, int ROWS, int THREADS, typename Map>
+__device__ __forceinline__ void loadRowsAny(
+    int vw, __half* dst, __half const* src, int64_t stride, int first, int limit, int d, int tid, Map map)
+{
+    if (vw == 8)
+    {
+        loadRows<D, LD, 8, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
+    }
+    else if (vw == 4)
+    {
+        loadRows<D, LD, 4, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
+    }
+    else if (vw == 2)
+    {
+        loadRows<D, LD, 2, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
+    }
+    else
+    {
+        loadRows<D, LD, 1, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
+    }
+}
+
+// Zero columns d .. D-1 of `rows` shared rows of LD halves (the padding of the head dim up to its class).
+template <int D, int LD, int THREADS>
+__device__ __forceinline__ void zeroPadColumns(__half* base, int rows, int d, int tid)
+{
+    int const firstPiece = d / 8; // the first 8-column piece that holds padding
+    int const pieces = D / 8 - firstPiece;
+    if (pieces <= 0)
+    {
+        return;
+    }
+    for (int i = tid; i < rows * pieces; i += THREADS)
+    {
+        int const r = i / pieces;
+        int const c = (firstPiece + (i - r * pieces)) * 8;
+        __half* s = base + r * LD + c;
+        if (c >= d)
+        {
+            *reinterpret_cast<uint4*>(s) = make_uint4(0u, 0u, 0u, 0u);
+        }
+        else
+        {
+            for (int j = d - c; j < 8; ++j)
+            {
+                s[j] = __float2half_rn(0.f);
+            }
+        }
+    }
+}
 
 // 2^x with the hardware approximation (max rel. error 2^-22; 2^-inf = 0): plenty for the FP16 path.
 __device__ __forceinline__ float fastExp2(float x)
@@ -183,6 +322,27 @@ __device__ __forceinline__ uint32_t packHalf2(float lo, float hi)
     return *reinterpret_cast<uint32_t const*>(&h);
 }
 
+// Store output columns c and c+1 (c even) of one row: half2 when the row allows it, else element by element.
+__device__ __forceinline__ void storeOut2(__half* row, int c, int d, bool vec, float a, float b)
+{
+    if (c >= d)
+    {
+        return;
+    }
+    if (vec)
+    {
+        *reinterpret_cast<__half2*>(row + c) = __floats2half2_rn(a, b);
+    }
+    else
+    {
+        row[c] = __float2half_rn(a);
+        if (c + 1 < d)
+        {
+            row[c + 1] = __float2half_rn(b);
+        }
+    }
+}
+
 template <int D, int WQ, int WK, int KT, int KS>
 __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
 {
@@ -199,21 +359,21 @@ __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
     int const wq = warp / WK;
     int const wk = warp % WK;
     int const n = p.n;
+    int const d = p.d;
+    int const vw = p.vw;
     BlockCoord const bc = decodeBlock(p, C::kRowsQ);
-    int64_t const base = bc.b * n * p.inStride + static_cast<int64_t>(bc.h) * D;
+    int64_t const base = bc.b * n * p.inStride + static_cast<int64_t>(bc.h) * d;
     __half const* qg = static_cast<__half const*>(p.q) + base;
     __half const* kg = static_cast<__half const*>(p.k) + base;
     __half const* vg = static_cast<__half const*>(p.v) + base;
 
-    constexpr int kVecPerRow = D / 8; // 16-byte pieces per row
-    for (int i = tid; i < C::kRowsQ * kVecPerRow; i += C::kThreads)
+    // Head-dim padding: columns d .. D-1 of Q, K and V stay zero for the whole block (loads never touch them).
+    if (d < D)
     {
-        int const r = i / kVecPerRow;
-        int const c = i % kVecPerRow;
-        int const row = bc.q0 + r;
-        bool const ok = row < n;
-        cpAsync16(qs + r * C::kLd + c * 8, qg + (ok ? row : 0) * p.inStride + c * 8, ok ? 16 : 0);
+        zeroPadColumns<D, C::kLd, C::kThreads>(qs, C::kRowsQ, d, tid);
+        zeroPadColumns<D, C::kLd, C::kThreads>(ks, 2 * C::kChunk, d, tid); // K and V rows are contiguous
     }
+    loadRowsAny<D, C::kLd, C::kRowsQ, C::kThreads>(vw, qs, qg, p.inStride, bc.q0, n, d, tid, RowsAll());
 
     float const kNegInf = -INFINITY;
     float m[2] = {kNegInf, kNegInf}; // running max (log2 domain) of rows g and g+8
@@ -238,27 +398,14 @@ __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
         }
         // Commit groups K_0, V_0, K_1, V_1, ... (Q rides with K_0 on the first chunk): sub-tile t is computed as soon
         // as its K (then its V) has landed, while the later sub-tiles are still in flight.
-        constexpr int kPieces = WK * KS * kVecPerRow; // 16-byte pieces of one sub-tile of K (or V), all warps
 #pragma unroll
         for (int t = 0; t < C::kSub; ++t)
         {
-#pragma unroll
-            for (int which = 0; which < 2; ++which)
-            {
-                __half* dst = which == 0 ? ks : vs;
-                __half const* src = which == 0 ? kg : vg;
-                for (int i = tid; i < kPieces; i += C::kThreads)
-                {
-                    int const w = i / (KS * kVecPerRow);
-                    int const r = (i / kVecPerRow) % KS;
-                    int const c = i % kVecPerRow;
-                    int const row = w * KT + t * KS + r; // row inside the chunk
-                    int const key = c0 + row;
-                    bool const ok = key < n;
-                    cpAsync16(dst + row * C::kLd + c * 8, src + (ok ? key : 0) * p.inStride + c * 8, ok ? 16 : 0);
-                }
-                cpAsyncCommit();
-            }
+            RowsSubTile<KT, KS> const map{t};
+            loadRowsAny<D, C::kLd, WK * KS, C::kThreads>(vw, ks, kg, p.inStride, c0, n, d, tid, map);
+            cpAsyncCommit();
+            loadRowsAny<D, C::kLd, WK * KS, C::kThreads>(vw, vs, vg, p.inStride, c0, n, d, tid, map);
+            cpAsyncCommit();
         }
 #pragma unroll
         for (int t = 0; t < C::kSub; ++t)
@@ -381,7 +528,8 @@ __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
     }
     int const g = lane / 4;
     int const col = (lane % 4) * 2;
-    __half* og = static_cast<__half*>(p.out) + bc.b * n * p.outStride + static_cast<int64_t>(bc.h) * D;
+    bool const vec = p.outVec != 0;
+    __half* og = static_cast<__half*>(p.out) + bc.b * n * p.outStride + static_cast<int64_t>(bc.h) * d;
 
     if (WK == 1)
     {
@@ -392,11 +540,11 @@ __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
             if (row < n)
             {
                 float const inv = 1.f / l[r];
+                __half* orow = og + row * p.outStride;
 #pragma unroll
                 for (int t = 0; t < D / 8; ++t)
                 {
-                    *reinterpret_cast<__half2*>(og + row * p.outStride + t * 8 + col)
-                        = __floats2half2_rn(o[t][2 * r] * inv, o[t][2 * r + 1] * inv);
+                    storeOut2(orow, t * 8 + col, d, vec, o[t][2 * r] * inv, o[t][2 * r + 1] * inv);
                 }
             }
         }
@@ -443,6 +591,7 @@ __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
         }
     }
     __syncthreads();
+    int const pairs = (d + 1) / 2; // column pairs that reach the output
     for (int i = tid; i < WQ * 16 * (D / 2); i += C::kThreads)
     {
         int const pr = i % (D / 2);
@@ -450,7 +599,7 @@ __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
         int const q = rr / 16;
         int const row = rr % 16;
         int const grow = bc.q0 + rr;
-        if (grow >= n)
+        if (grow >= n || pr >= pairs)
         {
             continue;
         }
@@ -462,7 +611,7 @@ __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
             a0 += v2.x;
             a1 += v2.y;
         }
-        *reinterpret_cast<__half2*>(og + grow * p.outStride + 2 * pr) = __floats2half2_rn(a0, a1);
+        storeOut2(og + grow * p.outStride, 2 * pr, d, vec, a0, a1);
     }
 #else
     __trap(); // the host never launches this below sm_80 (checked through cudaFuncGetAttributes)
@@ -473,25 +622,42 @@ __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
 // SIMT kernel (FP32 / FP16, any head dim up to DMAX)
 // ------------------------------------------------------------------------------------------------------------
 
-constexpr int kSimtThreads = 128;
-constexpr int kSimtBQ = 16;  // query rows per block
-constexpr int kSimtBK = 32;  // keys per tile
-constexpr int kSimtRows = kSimtBQ / (kSimtThreads / 32); // query rows per warp
+constexpr int kSimtBQ = 16; // query rows per block (every warp of the block works on all of them)
+constexpr int kSimtBK = 32; // keys per warp tile (one per lane)
 
-template <typename T, int DMAX>
-__global__ void __launch_bounds__(kSimtThreads) attnSimtKernel(AttnParams p)
+template <int DMAX, int KW>
+struct SimtConfig
 {
-    constexpr int kDpl = DMAX / 32; // head-dim columns per lane
-    // 16-byte rows everywhere so the inner loops read float4; K rows padded by 4 floats so the 8 lanes of each
-    // quarter-warp (one 16-byte phase) hit distinct banks.
-    __shared__ __align__(16) float qs[kSimtBQ][DMAX];
-    __shared__ __align__(16) float ks[kSimtBK][DMAX + 4];
-    __shared__ __align__(16) float vs[kSimtBK][DMAX];
-    __shared__ __align__(16) float ps[kSimtThreads / 32][kSimtRows][kSimtBK];
+    static constexpr int kThreads = 32 * KW;
+    static constexpr int kDpl = DMAX / 32;       // head-dim columns per lane in P V
+    static constexpr int kKLd = DMAX + 4;        // K rows padded: the 8 lanes of a 16-byte phase hit distinct banks
+    static constexpr int kWarpFloats = kSimtBK * kKLd + kSimtBK * DMAX + kSimtBQ * kSimtBK; // K, V, P of one warp
+    static constexpr int kQFloats = kSimtBQ * DMAX;
+    static constexpr int kMergeFloats = KW * kSimtBQ * DMAX + 2 * KW * kSimtBQ;
+    static constexpr int kFloats
+        = kQFloats + (KW * kWarpFloats > kMergeFloats ? KW * kWarpFloats : kMergeFloats);
+    static_assert(kFloats * 4 <= 48 * 1024, "static shared memory limit");
+};
 
+template <typename T>
+__device__ __forceinline__ float loadGlobal(T const* p)
+{
+    return toFloat(__ldg(p));
+}
+
+template <typename T, int DMAX, int KW>
+__global__ void __launch_bounds__(32 * KW, 1) attnSimtKernel(AttnParams p)
+{
+    using C = SimtConfig<DMAX, KW>;
+    constexpr int kDpl = C::kDpl;
+    __shared__ __align__(16) float smem[C::kFloats];
+    float* qs = smem;                                     // [16][DMAX], pre-scaled by scale * log2(e)
     int const tid = threadIdx.x;
     int const warp = tid / 32;
     int const lane = tid % 32;
+    float* ks = smem + C::kQFloats + warp * C::kWarpFloats; // [32][kKLd]  this warp's slice
+    float* vs = ks + kSimtBK * C::kKLd;                     // [32][DMAX]
+    float* ps = vs + kSimtBK * DMAX;                        // [16][32]
     int const n = p.n;
     int const d = p.d;
     BlockCoord const bc = decodeBlock(p, kSimtBQ);
@@ -500,21 +666,22 @@ __global__ void __launch_bounds__(kSimtThreads) attnSimtKernel(AttnParams p)
     T const* kg = static_cast<T const*>(p.k) + base;
     T const* vg = static_cast<T const*>(p.v) + base;
 
-    for (int i = tid; i < kSimtBQ * DMAX; i += kSimtThreads)
+    for (int i = tid; i < kSimtBQ * DMAX; i += C::kThreads)
     {
         int const r = i / DMAX;
         int const c = i % DMAX;
         int const row = bc.q0 + r;
-        qs[r][c] = (row < n && c < d) ? toFloat(qg[row * p.inStride + c]) * p.scaleLog2 : 0.f;
+        qs[i] = (row < n && c < d) ? loadGlobal(qg + row * p.inStride + c) * p.scaleLog2 : 0.f;
     }
+    __syncthreads();
 
     float const kNegInf = -INFINITY;
-    float m[kSimtRows], l[kSimtRows], acc[kSimtRows][kDpl];
+    float m[kSimtBQ], l[kSimtBQ], acc[kSimtBQ][kDpl];
 #pragma unroll
-    for (int r = 0; r < kSimtRows; ++r)
+    for (int r = 0; r < kSimtBQ; ++r)
     {
         m[r] = kNegInf;
-        l[r] = 0.f;
+        l[r] = 0.f; // this lane's part of the row sum (its keys); summed over the warp at the end
 #pragma unroll
         for (int i = 0; i < kDpl; ++i)
         {
@@ -522,36 +689,40 @@ __global__ void __launch_bounds__(kSimtThreads) attnSimtKernel(AttnParams p)
         }
     }
 
-    for (int k0 = 0; k0 < n; k0 += kSimtBK)
+    for (int k0 = warp * kSimtBK; k0 < n; k0 += KW * kSimtBK)
     {
-        __syncthreads();
-        for (int i = tid; i < kSimtBK * DMAX; i += kSimtThreads)
+        // this warp's tile of 32 keys, lane = column (rows past the end and columns past d are zero)
+#pragma unroll 8
+        for (int j = 0; j < kSimtBK; ++j)
         {
-            int const j = i / DMAX;
-            int const c = i % DMAX;
             int const key = k0 + j;
-            bool const ok = key < n && c < d;
-            int64_t const off = (ok ? key : 0) * p.inStride + (ok ? c : 0);
-            ks[j][c] = ok ? toFloat(kg[off]) : 0.f;
-            vs[j][c] = ok ? toFloat(vg[off]) : 0.f;
-        }
-        __syncthreads();
-
-        float s[kSimtRows];
+            T const* kr = kg + static_cast<int64_t>(key < n ? key : 0) * p.inStride;
+            T const* vr = vg + static_cast<int64_t>(key < n ? key : 0) * p.inStride;
 #pragma unroll
-        for (int r = 0; r < kSimtRows; ++r)
+            for (int i = 0; i < kDpl; ++i)
+            {
+                int const c = lane + 32 * i;
+                bool const ok = key < n && c < d;
+                ks[j * C::kKLd + c] = ok ? loadGlobal(kr + c) : 0.f;
+                vs[j * DMAX + c] = ok ? loadGlobal(vr + c) : 0.f;
+            }
+        }
+        __syncwarp();
+
+        float s[kSimtBQ];
+#pragma unroll
+        for (int r = 0; r < kSimtBQ; ++r)
         {
             s[r] = 0.f;
         }
         // columns d .. DMAX-1 of qs and ks are zero, so rounding d up to a multiple of 4 adds nothing
-#pragma unroll 2
         for (int c = 0; c < d; c += 4)
         {
-            float4 const kv = *reinterpret_cast<float4 const*>(&ks[lane][c]);
+            float4 const kv = *reinterpret_cast<float4 const*>(ks + lane * C::kKLd + c);
 #pragma unroll
-            for (int r = 0; r < kSimtRows; ++r)
+            for (int r = 0; r < kSimtBQ; ++r)
             {
-                float4 const qv = *reinterpret_cast<float4 const*>(&qs[warp * kSimtRows + r][c]);
+                float4 const qv = *reinterpret_cast<float4 const*>(qs + r * DMAX + c);
                 s[r] = fmaf(qv.x, kv.x, s[r]);
                 s[r] = fmaf(qv.y, kv.y, s[r]);
                 s[r] = fmaf(qv.z, kv.z, s[r]);
@@ -560,16 +731,16 @@ __global__ void __launch_bounds__(kSimtThreads) attnSimtKernel(AttnParams p)
         }
         bool const keyOk = k0 + lane < n;
 #pragma unroll
-        for (int r = 0; r < kSimtRows; ++r)
+        for (int r = 0; r < kSimtBQ; ++r)
         {
             float const sv = keyOk ? s[r] : kNegInf;
             float const mNew = fmaxf(m[r], groupMax<32>(sv));
             float const mUse = (mNew == kNegInf) ? 0.f : mNew;
             float const pr = exp2f(sv - mUse);
             float const corr = exp2f(m[r] - mUse);
-            l[r] = l[r] * corr + groupSum<32>(pr);
+            l[r] = l[r] * corr + pr;
             m[r] = mNew;
-            ps[warp][r][lane] = pr;
+            ps[r * kSimtBK + lane] = pr;
 #pragma unroll
             for (int i = 0; i < kDpl; ++i)
             {
@@ -581,51 +752,117 @@ __global__ void __launch_bounds__(kSimtThreads) attnSimtKernel(AttnParams p)
         int const jEnd = min(kSimtBK, n - k0);
         for (int j = 0; j < jEnd; j += 4)
         {
-            float4 pr[kSimtRows];
+            float v[4][kDpl];
 #pragma unroll
-            for (int r = 0; r < kSimtRows; ++r)
+            for (int u = 0; u < 4; ++u)
             {
-                pr[r] = *reinterpret_cast<float4 const*>(&ps[warp][r][j]);
+#pragma unroll
+                for (int i = 0; i < kDpl; ++i)
+                {
+                    v[u][i] = vs[(j + u) * DMAX + lane + 32 * i];
+                }
             }
 #pragma unroll
-            for (int i = 0; i < kDpl; ++i)
+            for (int r = 0; r < kSimtBQ; ++r)
             {
-                float const v0 = vs[j][lane + 32 * i];
-                float const v1 = vs[j + 1][lane + 32 * i];
-                float const v2 = vs[j + 2][lane + 32 * i];
-                float const v3 = vs[j + 3][lane + 32 * i];
+                float4 const pr = *reinterpret_cast<float4 const*>(ps + r * kSimtBK + j);
 #pragma unroll
-                for (int r = 0; r < kSimtRows; ++r)
+                for (int i = 0; i < kDpl; ++i)
                 {
-                    acc[r][i] = fmaf(pr[r].x, v0, acc[r][i]);
-                    acc[r][i] = fmaf(pr[r].y, v1, acc[r][i]);
-                    acc[r][i] = fmaf(pr[r].z, v2, acc[r][i]);
-                    acc[r][i] = fmaf(pr[r].w, v3, acc[r][i]);
+                    acc[r][i] = fmaf(pr.x, v[0][i], acc[r][i]);
+                    acc[r][i] = fmaf(pr.y, v[1][i], acc[r][i]);
+                    acc[r][i] = fmaf(pr.z, v[2][i], acc[r][i]);
+                    acc[r][i] = fmaf(pr.w, v[3][i], acc[r][i]);
                 }
             }
         }
         __syncwarp();
     }
+#pragma unroll
+    for (int r = 0; r < kSimtBQ; ++r)
+    {
+        l[r] = groupSum<32>(l[r]);
+    }
 
     T* og = static_cast<T*>(p.out) + bc.b * n * p.outStride + static_cast<int64_t>(bc.h) * d;
-#pragma unroll
-    for (int r = 0; r < kSimtRows; ++r)
+    if (KW == 1)
     {
-        int const row = bc.q0 + warp * kSimtRows + r;
-        if (row >= n)
+#pragma unroll
+        for (int r = 0; r < kSimtBQ; ++r)
         {
-            continue;
+            int const row = bc.q0 + r;
+            if (row < n)
+            {
+                float const inv = 1.f / l[r];
+#pragma unroll
+                for (int i = 0; i < kDpl; ++i)
+                {
+                    int const c = lane + 32 * i;
+                    if (c < d)
+                    {
+                        og[row * p.outStride + c] = fromFloat<T>(acc[r][i] * inv);
+                    }
+                }
+            }
         }
-        float const inv = 1.f / l[r];
+        return;
+    }
+
+    // Merge the KW partial results (max, sum, O) of each row through shared memory (reuses the warp slices).
+    __syncthreads();
+    float* os = smem + C::kQFloats;           // [KW][16][DMAX]
+    float* ms = os + KW * kSimtBQ * DMAX;     // [KW][16]
+    float* ls = ms + KW * kSimtBQ;            // [KW][16]
+#pragma unroll
+    for (int r = 0; r < kSimtBQ; ++r)
+    {
 #pragma unroll
         for (int i = 0; i < kDpl; ++i)
         {
-            int const c = lane + 32 * i;
-            if (c < d)
+            os[(warp * kSimtBQ + r) * DMAX + lane + 32 * i] = acc[r][i];
+        }
+    }
+    if (lane < kSimtBQ)
+    {
+        // lane r publishes row r (register arrays need compile-time indices: select through the unrolled loop)
+        float mr = 0.f, lr = 0.f;
+#pragma unroll
+        for (int r = 0; r < kSimtBQ; ++r)
+        {
+            if (r == lane)
             {
-                og[row * p.outStride + c] = fromFloat<T>(acc[r][i] * inv);
+                mr = m[r];
+                lr = l[r];
             }
         }
+        ms[warp * kSimtBQ + lane] = mr;
+        ls[warp * kSimtBQ + lane] = lr;
+    }
+    __syncthreads();
+    for (int i = tid; i < kSimtBQ * DMAX; i += C::kThreads)
+    {
+        int const r = i / DMAX;
+        int const c = i % DMAX;
+        int const row = bc.q0 + r;
+        if (row >= n || c >= d)
+        {
+            continue;
+        }
+        float mAll = kNegInf;
+#pragma unroll
+        for (int w = 0; w < KW; ++w)
+        {
+            mAll = fmaxf(mAll, ms[w * kSimtBQ + r]);
+        }
+        float num = 0.f, den = 0.f;
+#pragma unroll
+        for (int w = 0; w < KW; ++w)
+        {
+            float const f = exp2f(ms[w * kSimtBQ + r] - mAll); // a warp without keys: exp2(-inf) = 0
+            num += os[(w * kSimtBQ + r) * DMAX + c] * f;
+            den += ls[w * kSimtBQ + r] * f;
+        }
+        og[row * p.outStride + c] = fromFloat<T>(num / den);
     }
 }
 
@@ -649,12 +886,29 @@ struct AttnCall
     int dtype;
 };
 
-template <int D, int WQ, int WK, int KT, int KS = KT>
+// Halves per global load piece of the tensor-core path: the widest of 8 / 4 / 2 that divides the head dim and the
+// row stride and matches the alignment of q, k and v; else 1 (plain 2-byte loads).
+int tcLoadWidth(AttnCall const& c)
+{
+    for (int vw = 8; vw >= 2; vw /= 2)
+    {
+        size_t const bytes = static_cast<size_t>(vw) * 2;
+        if (c.d % vw == 0 && c.inStride % vw == 0 && isAligned(c.q, bytes) && isAligned(c.k, bytes)
+            && isAligned(c.v, bytes))
+        {
+            return vw;
+        }
+    }
+    return 1;
+}
+
+template <int D, int WQ, int WK, int KT, int KS>
 cudaError_t launchTc(AttnCall const& c, cudaStream_t stream)
 {
     using C = TcConfig<D, WQ, WK, KT, KS>;
+    bool const outVec = c.d % 2 == 0 && c.outStride % 2 == 0 && isAligned(c.out, 4);
     AttnParams p{c.q, c.k, c.v, c.out, c.inStride, c.outStride, static_cast<int>(c.n), c.heads, c.d,
-        static_cast<int>((c.n + C::kRowsQ - 1) / C::kRowsQ), c.scale * kLog2e};
+        static_cast<int>((c.n + C::kRowsQ - 1) / C::kRowsQ), c.scale * kLog2e, tcLoadWidth(c), outVec ? 1 : 0};
     int64_t const blocks = static_cast<int64_t>(p.qTiles) * c.batch * c.heads;
     if (blocks > 0x7fffffff)
     {
@@ -664,57 +918,112 @@ cudaError_t launchTc(AttnCall const& c, cudaStream_t stream)
     return cudaGetLastError();
 }
 
-template <typename T, int DMAX>
+template <typename T, int DMAX, int KW>
 cudaError_t launchSimt(AttnCall const& c, cudaStream_t stream)
 {
     AttnParams p{c.q, c.k, c.v, c.out, c.inStride, c.outStride, static_cast<int>(c.n), c.heads, c.d,
-        static_cast<int>((c.n + kSimtBQ - 1) / kSimtBQ), c.scale * kLog2e};
+        static_cast<int>((c.n + kSimtBQ - 1) / kSimtBQ), c.scale * kLog2e, 1, 0};
     int64_t const blocks = static_cast<int64_t>(p.qTiles) * c.batch * c.heads;
     if (blocks > 0x7fffffff)
     {
         return cudaErrorInvalidConfiguration;
     }
-    attnSimtKernel<T, DMAX><<<static_cast<unsigned>(blocks), kSimtThreads, 0, stream>>>(p);
+    attnSimtKernel<T, DMAX, KW><<<static_cast<unsigned>(blocks), SimtConfig<DMAX, KW>::kThreads, 0, stream>>>(p);
     return cudaGetLastError();
 }
 
+// Key warps per block: up to 4 for head dims <= 32, 2 for <= 64, 1 above (shared memory: one K/V/P slice per warp),
+// and no more than there are 32-key tiles (an idle warp would only add to the merge).
 template <typename T>
 cudaError_t launchSimtT(AttnCall const& c, cudaStream_t stream)
 {
+    int64_t const tiles = (c.n + kSimtBK - 1) / kSimtBK;
     if (c.d <= 32)
     {
-        return launchSimt<T, 32>(c, stream);
+        return tiles >= 4 ? launchSimt<T, 32, 4>(c, stream)
+                          : (tiles >= 2 ? launchSimt<T, 32, 2>(c, stream) : launchSimt<T, 32, 1>(c, stream));
     }
     if (c.d <= 64)
     {
-        return launchSimt<T, 64>(c, stream);
+        return tiles >= 2 ? launchSimt<T, 64, 2>(c, stream) : launchSimt<T, 64, 1>(c, stream);
     }
-    return launchSimt<T, 128>(c, stream);
+    return launchSimt<T, 128, 1>(c, stream);
 }
 
 using TcLauncher = cudaError_t (*)(AttnCall const&, cudaStream_t);
 
+// Head-dim classes of the tensor-core path: a head dim d runs in the smallest class >= d (zero-padded columns).
+constexpr int kTcDims[] = {16, 32, 48, 64, 96, 128};
+constexpr int kNumDims = static_cast<int>(sizeof(kTcDims) / sizeof(kTcDims[0]));
+
+int tcDimClass(int d)
+{
+    for (int i = 0; i < kNumDims; ++i)
+    {
+        if (d <= kTcDims[i])
+        {
+            return i;
+        }
+    }
+    return -1;
+}
+
+template <bool FITS, int D, int WQ, int WK, int KT, int KS>
+struct TcPick
+{
+    static TcLauncher get()
+    {
+        return launchTc<D, WQ, WK, KT, KS>;
+    }
+};
+template <int D, int WQ, int WK, int KT, int KS>
+struct TcPick<false, D, WQ, WK, KT, KS>
+{
+    static TcLauncher get()
+    {
+        return nullptr;
+    }
+};
+
+template <int D, int WQ, int WK, int KT, int KS>
+TcLauncher tcLauncher(int maxDim)
+{
+    return D <= maxDim ? TcPick<tcFits(D, WQ, WK, KT, KS), D, WQ, WK, KT, KS>::get() : nullptr;
+}
+
 struct TcImpl
 {
     char const* name;
-    TcLauncher d32;
-    TcLauncher d64; // nullptr: not built for head dim 64
+    TcLauncher byDim[kNumDims]; // nullptr: not built for that head-dim class
 };
+
+// Every class for which the tiling fits (tcFits) up to head dim maxDim.
+template <int WQ, int WK, int KT, int KS = KT>
+TcImpl tcImpl(char const* name, int maxDim = 128)
+{
+    return TcImpl{name,
+        {tcLauncher<16, WQ, WK, KT, KS>(maxDim), tcLauncher<32, WQ, WK, KT, KS>(maxDim),
+            tcLauncher<48, WQ, WK, KT, KS>(maxDim), tcLauncher<64, WQ, WK, KT, KS>(maxDim),
+            tcLauncher<96, WQ, WK, KT, KS>(maxDim), tcLauncher<128, WQ, WK, KT, KS>(maxDim)}};
+}
 
 // Implementation ids 2.. (MVT_ATTN_TC_FIRST + index). Name: q<query rows per block>_k<key warps>x<keys per warp and
 // chunk>[s<keys per register sub-tile>]; a block holds <key warps> * <keys per warp> keys in shared memory at a time.
-// Kept: the tilings that were fastest for some MobileViT shape on the H100, plus a few for other head dims / lengths
-// (plugin/README.md lists the timings of each).
+// Each tiling is built for the head-dim classes where it fits; plugin/README.md has the sweep behind the choice.
 TcImpl const kTcImpls[] = {
-    {"tc_q16_k1x16", launchTc<32, 1, 1, 16>, nullptr},
-    {"tc_q16_k4x16", launchTc<32, 1, 4, 16>, launchTc<64, 1, 4, 16>},
-    {"tc_q16_k1x64", launchTc<32, 1, 1, 64>, nullptr},
-    {"tc_q32_k1x64", launchTc<32, 2, 1, 64>, nullptr},
-    {"tc_q64_k1x64", launchTc<32, 4, 1, 64>, nullptr},
-    {"tc_q32_k2x32", launchTc<32, 2, 2, 32>, launchTc<64, 2, 2, 32>},
-    {"tc_q16_k4x64", launchTc<32, 1, 4, 64>, nullptr},
-    {"tc_q32_k4x64", launchTc<32, 2, 4, 64>, nullptr},
-    {"tc_q64_k2x128s64", launchTc<32, 4, 2, 128, 64>, nullptr},
+    tcImpl<1, 1, 16>("tc_q16_k1x16"),
+    tcImpl<1, 4, 16>("tc_q16_k4x16"),
+    tcImpl<1, 1, 64>("tc_q16_k1x64", 64),
+    tcImpl<2, 1, 64>("tc_q32_k1x64", 64),
+    tcImpl<4, 1, 64>("tc_q64_k1x64", 64),
+    tcImpl<4, 1, 32>("tc_q64_k1x32"),
+    tcImpl<8, 1, 64>("tc_q128_k1x64", 64),
+    tcImpl<2, 2, 32>("tc_q32_k2x32"),
+    tcImpl<1, 4, 32>("tc_q16_k4x32"),
+    tcImpl<2, 4, 32>("tc_q32_k4x32", 64),
+    tcImpl<1, 4, 64>("tc_q16_k4x64", 64),
+    tcImpl<2, 4, 64>("tc_q32_k4x64", 64),
+    tcImpl<4, 2, 128, 64>("tc_q64_k2x128s64", 64),
 };
 constexpr int kNumTc = static_cast<int>(sizeof(kTcImpls) / sizeof(kTcImpls[0]));
 constexpr int kNumImpls = MVT_ATTN_TC_FIRST + kNumTc;
@@ -751,23 +1060,16 @@ cudaError_t tensorCoresUsable(bool& usable)
     return cudaSuccess;
 }
 
+TcLauncher tcLauncherFor(AttnCall const& c, TcImpl const& impl)
+{
+    int const cls = tcDimClass(c.d);
+    return cls < 0 ? nullptr : impl.byDim[cls];
+}
+
+// FP16, a head-dim class this tiling is built for. Any alignment: the load width follows the pointers (tcLoadWidth).
 bool tcShapeOk(AttnCall const& c, TcImpl const& impl)
 {
-    if (c.dtype != MVT_DTYPE_FLOAT16)
-    {
-        return false;
-    }
-    if (!((c.d == 32 && impl.d32 != nullptr) || (c.d == 64 && impl.d64 != nullptr)))
-    {
-        return false;
-    }
-    if (c.n > 0x7fffffff)
-    {
-        return false;
-    }
-    // 16-byte cp.async of every row piece; half2 stores of the output
-    return isAligned(c.q, 16) && isAligned(c.k, 16) && isAligned(c.v, 16) && c.inStride % 8 == 0
-        && isAligned(c.out, 4) && c.outStride % 2 == 0;
+    return c.dtype == MVT_DTYPE_FLOAT16 && c.n <= 0x7fffffff && tcLauncherFor(c, impl) != nullptr;
 }
 
 int tcIndex(char const* name)
@@ -786,38 +1088,66 @@ int tcIndex(char const* name)
             return i;
         }
     }
-    return 0;
+    return -1;
 }
 
-// Tiling for the MobileViT shapes (head dim 32; sequences of 16 / 64 / 256), from benchmark/bench_plugins.py runs on
-// an H100 (plugin/README.md): short sequences are latency-bound and take one block per 16 or 64 queries with all keys
-// in one warp; long ones take the largest query tile that still gives ~0.75 blocks per SM (K/V are loaded once per
-// block, so bigger query tiles move fewer bytes, but too few blocks leave SMs idle).
+// The first of `names` built for this head dim (-1: none).
+int firstBuilt(AttnCall const& c, std::initializer_list<char const*> names)
+{
+    for (char const* name : names)
+    {
+        int const i = tcIndex(name);
+        if (i >= 0 && tcShapeOk(c, kTcImpls[i]))
+        {
+            return i;
+        }
+    }
+    return -1;
+}
+
+// Tiling rules, from the benchmark/bench_plugins.py sweep on an H200 (plugin/README.md has the table). The paths are
+// latency-bound at these sizes; what decides is how many threads issue the loads and how often K/V are re-read:
+//  * N <= 16: one 16-query warp per (batch, head) for head dims <= 32 with 16-byte loads; with narrower loads or
+//    wider heads a 4-warp block (q64_k1x32) whose idle query warps still share the loads is faster.
+//  * N <= 128: 64 queries per block with all keys in one warp each; with narrower than 16-byte loads (head dims
+//    20, 30, ...) 128 queries per block (more threads per load).
+//  * longer: 128 queries per block once that still fills ~0.9 of the SMs (K/V read once per 128 queries), else 32 or
+//    16 queries per block with the keys split over 4 warps (more blocks, shorter chains per warp).
 int autoTcIndex(AttnCall const& c, int smCount)
 {
-    if (c.d == 64)
+    int64_t const seqs = c.batch * c.heads;
+    int64_t const sms = smCount;
+    int const cls = kTcDims[tcDimClass(c.d)];
+    bool const narrow = tcLoadWidth(c) < 8;
+    if (cls > 64) // classes 96 / 128: 32-key register tiles only
     {
-        return tcIndex(c.n <= 64 ? "tc_q16_k4x16" : "tc_q32_k2x32");
+        if (c.n <= 16)
+        {
+            return firstBuilt(c, {"tc_q16_k1x16"});
+        }
+        if ((c.n + 63) / 64 * seqs >= (sms * 3) / 4)
+        {
+            return firstBuilt(c, {"tc_q64_k1x32"});
+        }
+        return firstBuilt(c, {"tc_q32_k2x32", "tc_q16_k4x16"});
     }
     if (c.n <= 16)
     {
-        return tcIndex("tc_q16_k1x16");
+        return (cls <= 32 && !narrow) ? firstBuilt(c, {"tc_q16_k1x16"}) : firstBuilt(c, {"tc_q64_k1x32"});
     }
     if (c.n <= 128)
     {
-        return tcIndex("tc_q64_k1x64");
+        return narrow ? firstBuilt(c, {"tc_q128_k1x64", "tc_q64_k1x64"}) : firstBuilt(c, {"tc_q64_k1x64"});
     }
-    int64_t const seqs = c.batch * c.heads;
-    int64_t const enough = (static_cast<int64_t>(smCount) * 3) / 4;
-    if ((c.n + 63) / 64 * seqs >= enough)
+    if ((c.n + 127) / 128 * seqs >= (sms * 9) / 10)
     {
-        return tcIndex("tc_q64_k1x64");
+        return firstBuilt(c, {"tc_q128_k1x64", "tc_q64_k1x64"});
     }
-    if ((c.n + 31) / 32 * seqs >= enough)
+    if ((c.n + 31) / 32 * seqs >= (sms * 3) / 4)
     {
-        return tcIndex("tc_q32_k4x64");
+        return firstBuilt(c, {"tc_q32_k4x64", "tc_q32_k4x32", "tc_q32_k2x32"});
     }
-    return tcIndex("tc_q16_k4x64");
+    return firstBuilt(c, {"tc_q16_k4x64", "tc_q16_k4x32", "tc_q16_k4x16"});
 }
 
 cudaError_t resolveImpl(AttnCall const& c, int requested, int& impl)
@@ -836,8 +1166,8 @@ cudaError_t resolveImpl(AttnCall const& c, int requested, int& impl)
     }
     if (requested == MVT_ATTN_AUTO)
     {
-        int const t = autoTcIndex(c, dev.smCount);
-        if (tcOk && tcShapeOk(c, kTcImpls[t]))
+        int const t = (tcOk && c.dtype == MVT_DTYPE_FLOAT16) ? autoTcIndex(c, dev.smCount) : -1;
+        if (t >= 0)
         {
             impl = MVT_ATTN_TC_FIRST + t;
         }
@@ -909,8 +1239,7 @@ extern "C" int32_t mvt_attention_ex(void const* q, void const* k, void const* v,
     {
         return dtype == MVT_DTYPE_FLOAT32 ? launchSimtT<float>(c, stream) : launchSimtT<__half>(c, stream);
     }
-    TcImpl const& t = kTcImpls[chosen - MVT_ATTN_TC_FIRST];
-    return (head_dim == 32 ? t.d32 : t.d64)(c, stream);
+    return tcLauncherFor(c, kTcImpls[chosen - MVT_ATTN_TC_FIRST])(c, stream);
 }
 
 extern "C" int32_t mvt_attention(void const* q, void const* k, void const* v, void* out, int64_t batch,

@@ -57,7 +57,8 @@ void layerNorm(int64_t rows, int64_t cols, int dtype, int tpr)
     SMOKE_CHECK(cudaFree(y));
 }
 
-void attention(int64_t batch, int64_t n, int heads, int d, int dtype, int impl, bool packed)
+// offset > 0: packed qkv starts `offset` elements into its buffer (pointers off the 16-byte grid)
+void attention(int64_t batch, int64_t n, int heads, int d, int dtype, int impl, bool packed, int offset = 0)
 {
     size_t const es = dtype == MVT_DTYPE_FLOAT32 ? 4 : 2;
     int64_t const hd = static_cast<int64_t>(heads) * d;
@@ -66,11 +67,12 @@ void attention(int64_t batch, int64_t n, int heads, int d, int dtype, int impl, 
     int status = 0;
     if (packed)
     {
-        char* qkv = static_cast<char*>(randomBuffer(batch * n * 3 * hd * es));
+        char* buf = static_cast<char*>(randomBuffer((batch * n * 3 * hd + offset) * es));
+        char* qkv = buf + offset * es;
         status = mvt_attention_ex(qkv, qkv + hd * es, qkv + 2 * hd * es, out, batch, n, heads, d, 3 * hd, hd, 0.17f,
             dtype, impl, nullptr);
         SMOKE_CHECK(cudaDeviceSynchronize());
-        SMOKE_CHECK(cudaFree(qkv));
+        SMOKE_CHECK(cudaFree(buf));
     }
     else
     {
@@ -115,8 +117,9 @@ int main()
         int64_t batch, n;
         int heads, d;
     };
+    // the original model (1 head of 32), Apple's MobileViT (4 heads of 16..60), odd / large head dims
     At const ats[] = {{3, 100, 1, 32}, {2, 17, 1, 32}, {2, 256, 1, 32}, {4, 16, 1, 32}, {2, 64, 2, 64}, {1, 300, 1, 128},
-        {2, 33, 3, 24}};
+        {2, 33, 3, 24}, {1, 256, 4, 20}, {2, 64, 4, 30}, {2, 16, 4, 36}, {1, 70, 4, 60}, {1, 50, 2, 33}, {1, 40, 1, 96}};
     int const nImpls = mvt_attention_num_impls();
     for (int dtype = 0; dtype < 2; ++dtype)
     {
@@ -127,6 +130,11 @@ int main()
                 attention(s.batch, s.n, s.heads, s.d, dtype, impl, true);
             }
             attention(s.batch, s.n, s.heads, s.d, dtype, MVT_ATTN_AUTO, false);
+        }
+        for (int offset : {1, 2, 3})
+        {
+            attention(2, 40, 2, 30, dtype, MVT_ATTN_AUTO, true, offset);
+            attention(1, 70, 1, 32, dtype, MVT_ATTN_TC_FIRST + 4, true, offset);
         }
     }
     std::printf("kernel_smoke: %d launches OK\n", gLaunches);
