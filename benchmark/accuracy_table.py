@@ -69,7 +69,7 @@ def main(argv=None):
     print("model: %s; preprocessing: %s [%s]" % (args.model_path, source.preprocess.describe(),
                                                  source.preprocess_origin))
     # the table is the pipeline's plan filtered: the FP32 dynamic export, its FP16/PTQ graphs, the QAT graphs
-    plan, rows = accuracy_table_plan(qat_keys=tuple(k for k in ("qat_w", "qat_wa") if k in source.qat_paths),
+    plan, rows = accuracy_table_plan(qat_keys=tuple(k for k in ("qat_w", "qat_wa") if not source.unavailable(qat=k)),
                                      calib_n=min(32, args.calib_count), rows=args.rows)
     results, run = run_pipeline(source, out=args.out, plan=plan, data_path=args.val_path or _default("val"),
                                 train_path=args.train_path or _default("train"), calib_count=args.calib_count,
