@@ -45,7 +45,8 @@ def parse_profile(text):
 
 
 def onnx_facts(path):
-    """Input name/dims, plugin op types, Q/DQ presence of an ONNX file (weights not loaded)."""
+    """Input name/dims, plugin op types, Q/DQ presence, the fusion target it records and its ONNX ``Attention``
+    nodes, of an ONNX file (weights not loaded)."""
     import onnx
     try:
         m = onnx.load(path, load_external_data=False)
@@ -69,9 +70,12 @@ def onnx_facts(path):
         raise UserError("%s has plugin nodes named %s, made by an older onnx_add_plugin.py (TensorRT 10.14+ takes "
                         "'Attention' for the ONNX op): fuse the source ONNX again with onnx_add_plugin.py"
                         % (path, " / ".join(sorted(legacy))))
+    from .surgery.targets import METADATA_KEY as FUSION_KEY
+    target = next((p.value for p in m.metadata_props if p.key == FUSION_KEY), None)
     return {"input": inputs[0].name, "dims": dims, "dynamic": not isinstance(dims[0], int) or dims[0] <= 0,
             "plugins": plugins, "qdq": any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node),
-            "outputs": [o.name for o in m.graph.output]}
+            "outputs": [o.name for o in m.graph.output], "fusion_target": target,
+            "attention_nodes": sum(1 for n in m.graph.node if n.op_type == "Attention" and n.domain in ("", "ai.onnx"))}
 
 
 #: the TensorRT plugin library that make -C plugin builds (the kernels-only libmvt_kernels.so beside it exports
@@ -173,6 +177,14 @@ def _check_arguments(job):
                          else "precision from builder flags"))
     if job.verbose:
         job.log("code paths: %s" % ", ".join("%s=%s" % kv for kv in sorted(api.branches.items())))
+    if job.facts["attention_nodes"] and not api.is_rtx:
+        from .surgery.targets import parse_trt_version, target_for
+        if parse_trt_version(api.version) < (10, 14):
+            raise UserError("%s has %d ONNX Attention nodes (the native fusion target), which %s cannot import "
+                            "(TensorRT >= 10.14 has the Attention importer): fuse the source graph with "
+                            "onnx_add_plugin.py --target %s" % (job.onnx_path, job.facts["attention_nodes"],
+                                                                api.display_name,
+                                                                target_for(api.flavour, api.version)))
 
 
 def _plan_profiles(job):
@@ -332,6 +344,12 @@ def _parse_network(job):
         build_onnx, network.num_layers, inp.name, tuple(inp.shape),
         ", ".join("%s %s" % (network.get_output(i).name, tuple(network.get_output(i).shape))
                   for i in range(network.num_outputs))))
+    # ONNX Attention nodes (the native fusion target) become IAttention layers; decomposable, so that a precision
+    # without a dedicated kernel (TensorRT-RTX FP32) still builds
+    job.decomposable_attention = trt_compat.mark_attention_decomposable(api, network)
+    if job.decomposable_attention:
+        log("%d IAttention layers marked decomposable (fused kernel where one fits, BMM + Softmax + BMM elsewhere)"
+            % job.decomposable_attention)
 
 
 def _configure_builder(job):
@@ -455,6 +473,8 @@ def _write_sidecar(job):
         "plugins": [_file_record(p) for p in job.libs],
         "source_onnx": _file_record(onnx_path),
         sidecar.PREPROCESS_KEY: sidecar.preprocess_record(onnx_path),
+        "fusion_target": facts.get("fusion_target"),
+        "attention_layers": job.decomposable_attention,
         "built_onnx": None if build_onnx == onnx_path else dict(
             _file_record(build_onnx), path=os.path.abspath(build_onnx) if job.keep_intermediate else None,
             transforms=[t["transform"] for t in job.transforms]),

@@ -104,13 +104,14 @@ def make_fuse(ctx, v, path):
     import onnx
 
     from . import surgery
-    if v.make.get("target", "plugin") != "plugin":
-        raise UserError("variant %s: fusion target %r is not available (this toolkit fuses into its plugins)"
-                        % (v.name, v.make.get("target")))
-    fused, rep = surgery.add_plugins(surgery.load_onnx(ctx.path(v.source)))
+    target = v.make.get("target", "plugin")
+    if target not in surgery.TARGETS:
+        raise UserError("variant %s: fusion target %r is not one of %s" % (v.name, target, ", ".join(surgery.TARGETS)))
+    fused, rep = surgery.fuse(surgery.load_onnx(ctx.path(v.source)), target)
     surgery.check_fused(fused)
     onnx.save(fused, path)
-    return {"counts": rep.get("counts")}
+    return {"counts": rep.get("counts"), "target": target, "opset": rep.get("opset"),
+            "head_padding": rep.get("head_padding")}
 
 
 def make_fp16(ctx, v, path):

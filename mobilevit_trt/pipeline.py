@@ -52,6 +52,7 @@ def run_pipeline(source, out="runs/default", plan=None, force=False, data_path=N
                "preprocess": {"description": source.preprocess.describe(), "origin": source.preprocess_origin,
                               "config": source.preprocess.to_dict()}}
     results.update(summarize_made(plan, made))
+    results["fusion_targets"] = fusion_target_rows(plan, made)
     engines = engine_stages(ctx) if "engines" in want else {}
     timed = trt_bench_stages(ctx, engines)  # {engine: rows} of the engines that ran on this machine
     results.update(engines=engines, trt_latency=[r for name in timed for r in timed[name]])
@@ -278,6 +279,28 @@ def summarize_made(plan, made):
                 reduced[name] = {"top1_agreement": chk["top1_agreement"], "max_abs_logit_err": chk["max_abs"],
                                  "against": chk["against"], "passed": chk["passed"]}
     return {"exports": exports, "precision": reduced, "model": model}
+
+
+def fusion_target_rows(plan, made):
+    """The report's "which fusion target for which TensorRT" rows: the rule (``surgery.target_rules``), the
+    TensorRT installed here marked, the plan's variant of that target and whether it was made."""
+    from .surgery.targets import target_for, target_rules
+    here = _installed_trt()
+    pick = None
+    if not here.startswith("none"):
+        flavour, version = here.split(" ", 1)
+        pick = target_for(flavour, version)
+    variants = {v.make.get("target", "plugin"): v.name for v in plan if v.make.kind == "fuse"}
+    if "opt_dynamic" in plan:
+        variants["none"] = "opt_dynamic"
+    rows = []
+    for r in target_rules():
+        name = variants.get(r["target"])
+        rows.append(dict(r, variant=name or "-", made="yes" if name in made else "no"))
+    if pick:
+        rows.append({"tensorrt": "here: " + here, "target": pick, "why": "by the rule above",
+                     "variant": variants.get(pick, "-"), "made": "yes" if variants.get(pick) in made else "no"})
+    return rows
 
 
 def _installed_trt():

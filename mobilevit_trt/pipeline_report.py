@@ -124,6 +124,13 @@ def _summary_md(results, descriptions, pngs):
                 md_table(rows, ["variant", "top1_agreement", "max_abs_logit_err"],
                          {"top1_agreement": "top-1 agreement", "max_abs_logit_err": "max abs logit error"},
                          {"top1_agreement": "%.3f", "max_abs_logit_err": "%.4f"}), ""]
+    ft = results.get("fusion_targets") or []
+    if ft:
+        out += ["## Fusion target per TensorRT", "",
+                "How LayerNorm and attention reach TensorRT (`onnx_add_plugin.py --target`; `auto` applies these "
+                "rules). Chosen by rule: which is fastest on a given GPU needs a TensorRT + GPU measurement.", "",
+                md_table(ft, ["tensorrt", "target", "variant", "made", "why"],
+                         {"tensorrt": "TensorRT", "made": "made here"}), ""]
     eng = results.get("engines") or {}
     if eng:
         rows = [dict(v, variant=k, mb=v.get("bytes", 0) / 1e6) for k, v in eng.items()]

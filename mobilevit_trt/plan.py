@@ -103,7 +103,7 @@ STAGE_NAMES = {
     "model": lambda v: None,
     "export": lambda v: "export %s" % {"torch_fp32": "base", "torch_opt": "opt"}.get(
         v.source, v.source.replace("torch_", "")),
-    "fuse": lambda v: "surgery",
+    "fuse": lambda v: " ".join(["surgery"] + [t for t in [v.make.get("target", "plugin")] if t != "plugin"]),
     "fp16": lambda v: "fp16",
     "ptq": lambda v: "int8 ptq %s" % v.make.get("method"),
     "qat": lambda v: "int8 %s" % v.source.replace("torch_", ""),
@@ -239,15 +239,42 @@ def _what(src):
     return src.replace("_dynamic", ", dynamic").replace("_", " ")
 
 
+#: the fusion targets besides the plugin graph that the pipeline makes from the opt dynamic export (the export
+#: itself is the ``none`` target); see mobilevit_trt.surgery.targets
+FUSION_TARGETS = ("native", "fusable")
+
+
+def _targets(src, targets, calib_n):
+    """The opt dynamic export rewritten for each fusion target, each with its engines: ``native`` (ONNX Attention
+    -> IAttention) in FP32 and FP16, ``fusable`` (TensorRT's MHA-fusion form) in FP16, where that fusion is."""
+    vs = []
+    what = {"native": "ONNX Attention + LayerNormalization (native target)",
+            "fusable": "MHA-fusion form + LayerNormalization (fusable target)"}
+    for t in targets:
+        name = "%s_%s" % (src, t)
+        vs.append(Variant(name, Step("fuse", target=t), source=src,
+                          checks=[Check(inputs="random", tol=FUSE_TOL, batches=(1, 4))],
+                          engine=Engine(profiles=DYNAMIC_PROFILES, fp16=(t == "fusable")),
+                          accuracy=True, description="opt, dynamic, %s%s" % (what[t], ", FP16 engine" if
+                                                                             t == "fusable" else "")))
+        if t == "native":
+            vs.append(Variant(name + "_fp16", Step("fp16"), source=name,
+                              checks=[Check(inputs="calibration", tol=FP16_TOL, batches=(calib_n,))],
+                              engine=Engine(onnx=name, fp16=True, profiles=DYNAMIC_PROFILES), accuracy=True,
+                              description="opt, dynamic, %s, FP16-converted" % what[t]))
+    return vs
+
+
 def build_plan(opset=13, batches=BATCHES, reduced_from="opt_dynamic", qat_keys=("qat_w", "qat_wa"), fuse=True,
-               static=True, qat_ptq=False, calib_n=32, extra=()):
+               static=True, qat_ptq=False, calib_n=32, extra=(), targets=FUSION_TARGETS):
     """The pipeline's plan.
 
     ``opset``: of every export; ``batches``: the static exports (``static=False``: dynamic only);
     ``reduced_from``: the FP32 graph the FP16/PTQ variants are made from; ``qat_keys``: the QAT checkpoints
     exported as Q/DQ graphs; ``fuse``: the LayerNorm/Attention plugin graph of the opt dynamic export;
     ``qat_ptq``: the original's recipe (QAT weights, Entropy-calibrated activations); ``calib_n``: calibration
-    images a reduced-precision variant is checked on; ``extra``: more :class:`Variant` entries, appended."""
+    images a reduced-precision variant is checked on; ``targets``: the other fusion targets made from the opt
+    dynamic export (with ``fuse``); ``extra``: more :class:`Variant` entries, appended."""
     vs = [Variant("torch_fp32", Step("model"), accuracy=True, description="PyTorch FP32 (checkpoint)"),
           Variant("torch_opt", Step("model", opt=True), description="PyTorch FP32, --opt blocks")]
     # the QAT graphs are exported from the same blocks (base or --opt) as the graph they are compared with
@@ -259,6 +286,7 @@ def build_plan(opset=13, batches=BATCHES, reduced_from="opt_dynamic", qat_keys=(
         vs.append(Variant("opt_dynamic_plugin", Step("fuse", target="plugin"), source="opt_dynamic",
                           checks=[Check(inputs="random", tol=FUSE_TOL, batches=(1, 4))], engine=Engine(plugin=True),
                           accuracy=True, description="opt, dynamic, LayerNorm+Attention plugin nodes"))
+        vs += _targets("opt_dynamic", targets, calib_n)
     vs += _reduced(reduced_from, calib_n, qat_keys, opset, timed=reduced_from == "opt_dynamic")
     if qat_ptq and "qat_w" in qat_keys:
         vs.append(Variant("torch_qat_w_float", Step("model", qat="qat_w", plain=True),

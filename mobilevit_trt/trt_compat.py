@@ -350,6 +350,34 @@ def create_network(api, builder):
     return builder.create_network(0)
 
 
+def mark_attention_decomposable(api, network, decomposable=True):
+    """Mark every IAttention of a parsed network decomposable; return how many (0: no attention layers, or a
+    TensorRT before 10.14, which has none).
+
+    TensorRT-RTX 1.7 has no dedicated FP32 attention kernel ("Attention operation was not supported by a
+    dedicated kernel ... may be marked as decomposable, using the TensorRT IAttention::setDecomposable method");
+    a decomposable IAttention runs as BMM + Softmax + BMM where no fused kernel fits and as the fused kernel
+    where one does, so the builder marks them always.  The ONNX importer would do the same for a node carrying
+    the non-standard attribute ``TRT_decomposable=1``, which ``onnx.checker`` rejects.  ``network.get_layer``
+    returns plain ILayer objects: each ``ATTENTION_INPUT`` layer is viewed as ``IAttentionInputLayer`` to reach
+    its ``attention`` (the Python binding's downcast idiom)."""
+    kind = getattr(getattr(api.module, "LayerType", None), "ATTENTION_INPUT", None)
+    if kind is None:
+        return 0
+    cls = getattr(api.module, "IAttentionInputLayer", None)
+    count = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type != kind:
+            continue
+        if cls is None:
+            raise RuntimeError("%s has ATTENTION_INPUT layers but no IAttentionInputLayer class" % api.display_name)
+        layer.__class__ = cls
+        layer.attention.decomposable = bool(decomposable)
+        count += 1
+    return count
+
+
 #: builder workspace when --workspace is not given, on releases whose default is 0 (8.2: max_workspace_size)
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 

@@ -27,8 +27,9 @@ def test_pipeline_runs_every_cpu_stage(first_run):
     out, r = first_run
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res, st = _stages(out)
-    for name in ("export base", "export opt", "surgery", "fp16", "int8 ptq entropy", "int8 ptq minmax",
-                 "accuracy torch_fp32", "accuracy opt_dynamic_plugin", "cpu-bench"):
+    for name in ("export base", "export opt", "surgery", "surgery native", "surgery fusable", "fp16",
+                 "int8 ptq entropy", "int8 ptq minmax", "accuracy torch_fp32", "accuracy opt_dynamic_plugin",
+                 "accuracy opt_dynamic_native", "accuracy opt_dynamic_fusable", "cpu-bench"):
         assert st[name]["status"] == "ran", (name, st[name])
     # the default model is Apple's MobileViT-XXS (timm's code): QAT is the original project's model's only
     for name in ("int8 qat_w", "int8 qat_wa"):
@@ -51,7 +52,8 @@ def test_pipeline_runs_every_cpu_stage(first_run):
     except ImportError:
         have_rtx = False
     if have_rtx:  # engines built ahead-of-time on the CPU; the plugin graph is refused with the reason
-        for name in ("opt_b1", "opt_dynamic", "opt_dynamic_fp16", "opt_dynamic_int8_entropy"):
+        for name in ("opt_b1", "opt_dynamic", "opt_dynamic_fp16", "opt_dynamic_int8_entropy", "opt_dynamic_native",
+                     "opt_dynamic_native_fp16", "opt_dynamic_fusable"):
             assert st["engine " + name]["status"] == "ran", st["engine " + name]
             assert os.path.getsize(os.path.join(out, "engines", name + ".engine")) > 100000
             from mobilevit_trt.sidecar import engine_preprocess
@@ -65,7 +67,7 @@ def test_pipeline_numbers_are_consistent(first_run):
     res, _ = _stages(out)
     acc = {a["variant"]: a for a in res["accuracy"]}
     # the FP32 ONNX graphs (base, opt, plugin graph through the reference ops) predict what PyTorch predicts
-    for v in ("base_dynamic", "opt_dynamic", "opt_dynamic_plugin"):
+    for v in ("base_dynamic", "opt_dynamic", "opt_dynamic_plugin", "opt_dynamic_native", "opt_dynamic_fusable"):
         assert acc[v]["images"] == 40 and acc[v]["correct1"] == acc["torch_fp32"]["correct1"], acc[v]
     assert acc["torch_fp32"]["top1"] >= 90.0  # the shipped model is a real classifier (99.3% on the full split)
     assert abs(acc["opt_dynamic_fp16"]["top1"] - acc["opt_dynamic"]["top1"]) <= 5.0
@@ -76,7 +78,11 @@ def test_pipeline_numbers_are_consistent(first_run):
     assert {(c["variant"], c["batch"]) for c in cpu} >= {("base_static", 1), ("base_static", 8), ("opt_dynamic", 4)}
     assert all(c["latency_ms_p50"] > 0 and c["throughput_img_s"] > 0 for c in cpu)
     md = open(os.path.join(out, "summary.md")).read()
-    for heading in ("## Stages", "## Latency, ONNX Runtime on the CPU", "### Speed-up over the base FP32",
+    targets = {r["tensorrt"]: r for r in res["fusion_targets"]}
+    assert [targets[k]["target"] for k in ("TensorRT 8.2-8.5", "TensorRT 8.6-10.13", "TensorRT 10.14+, 11.x",
+                                           "TensorRT-RTX")] == ["plugin", "fusable", "native", "native"]
+    assert all(r["made"] == "yes" for r in targets.values())
+    for heading in ("## Fusion target per TensorRT", "## Stages", "## Latency, ONNX Runtime on the CPU", "### Speed-up over the base FP32",
                     "## Accuracy on the held-out split", "the original project's A10 results"):
         assert heading in md
     for png in ("cpu_latency.png", "accuracy.png"):

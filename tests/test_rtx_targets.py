@@ -2,7 +2,7 @@
 
 * ``native``: the ONNX ``Attention`` nodes become IAttention (``ATTENTION_INPUT`` / ``ATTENTION_OUTPUT`` layers), the
   ``LayerNormalization`` nodes ``NORMALIZATION`` layers; no plugin, no Softmax layer.  The engine builds in FP16;
-  in FP32 only after :func:`surgery.mark_attention_decomposable` (RTX has no dedicated FP32 attention kernel:
+  in FP32 only after :func:`trt_compat.mark_attention_decomposable` (RTX has no dedicated FP32 attention kernel:
   without it the build fails with "Attention operation was not supported by a dedicated kernel").
 * ``fusable``: MatMul / Softmax layers (2 batched MatMuls per attention, 9 Softmax), NORMALIZATION layers, no
   plugin; builds in FP16.  ``none``: the export as it is (decomposed LayerNorm); builds in FP16.
@@ -18,10 +18,11 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx_graphsurgeon")
 pytest.importorskip("torch")
 
-from mobilevit_trt import surgery  # noqa: E402
+from mobilevit_trt import trt_compat  # noqa: E402
 from mobilevit_trt.precision import convert_fp16  # noqa: E402
 from tests.test_surgery_targets import COUNTS, IMG, STATIC_BATCH, exports  # noqa: E402,F401 (fixture)
 
+API = trt_compat.load(prefer="tensorrt_rtx")
 PLUGIN_TYPES = ("PLUGIN", "PLUGIN_V2", "PLUGIN_V3")
 PARSE_VARIANTS = [("original", "xxs", False), ("official", "xxs", True)]
 
@@ -82,7 +83,7 @@ def test_rtx_builds_native_fp16_and_fp32_decomposable(exports, tmp_path):
     builder, network, _t, _p = parse(path)
     assert build(builder, network) is None          # FP32: no dedicated kernel, not decomposable
     builder, network, _t, _p = parse(path)
-    assert surgery.mark_attention_decomposable(network) == 9
+    assert trt_compat.mark_attention_decomposable(API, network) == 9
     assert build(builder, network) is not None
 
 
@@ -92,5 +93,5 @@ def test_rtx_builds_fp16(target, exports, tmp_path):
     p16 = str(tmp_path / ("%s_fp16.onnx" % target))
     convert_fp16(v["out"][target][0], p16)
     builder, network, types, _p = parse(p16)
-    assert surgery.mark_attention_decomposable(network) == 0
+    assert trt_compat.mark_attention_decomposable(API, network) == 0
     assert build(builder, network) is not None

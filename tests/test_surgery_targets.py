@@ -356,3 +356,26 @@ def test_target_errors_and_metadata():
     assert targets.padded_head_dim(20) == 24 and targets.padded_head_dim(8) == 16
     assert [targets.padded_head_dim(d) for d in (16, 24, 30, 36, 48, 60, 32)] == [16, 24, 32, 40, 48, 64, 32]
     assert all(targets.MHA_HEAD_MIN <= targets.padded_head_dim(d) <= targets.MHA_HEAD_MAX for d in range(1, 257))
+
+
+def test_cli_target_auto_and_explicit(tmp_path):
+    """onnx_add_plugin.py --target: auto follows --trt-version by the rules (8.2 plugin, 8.6/10.13 fusable, 10.14
+    and TensorRT-RTX native), the result records it, and a target's graph is verified before it is written."""
+    from MobileViT_Pytorch.checkpoint import load_model
+    from tests.helpers import run_script
+    model, _ = load_model(None, arch="xxs", img_size=IMG, quiet=True)
+    src = str(tmp_path / "m.onnx")
+    export_onnx(model, src, img_size=IMG, verify=False, log=lambda *a: None)
+    for args, want in ((["--target", "auto", "--trt-version", "8.2.4"], "plugin"),
+                       (["--target", "auto", "--trt-version", "10.13.0"], "fusable"),
+                       (["--target", "auto", "--trt-version", "10.14"], "native"),
+                       (["--target", "auto", "--trt-flavour", "tensorrt_rtx"], "native"),
+                       (["--target", "none"], "none")):
+        out = str(tmp_path / ("%s.onnx" % "_".join(args).replace("-", "")))
+        r = run_script(["onnx_add_plugin.py", "--input_path", src, "--save_path", out] + args)
+        assert r.returncode == 0, r.stderr
+        assert surgery.read_fusion_target(onnx.load(out)) == want, (args, r.stdout)
+        assert "PASSED" in r.stdout
+    r = run_script(["onnx_add_plugin.py", "--input_path", src, "--save_path", str(tmp_path / "x.onnx"),
+                    "--target", "auto", "--trt-version", "ten"])
+    assert r.returncode == 1 and "cannot read a TensorRT version" in r.stderr and "Traceback" not in r.stderr

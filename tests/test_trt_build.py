@@ -276,3 +276,22 @@ def test_cli_build_then_run_errors(variants, work):
     p = _run("test_trt.py", "--trt_path", engine)
     if p.returncode == 1 and "CUDA" in p.stderr:
         assert p.stderr.strip().startswith("error: test_trt.py needs TensorRT and a CUDA GPU: "), p.stderr
+
+
+@pytest.mark.parametrize("target,fp16", [("native", False), ("native", True), ("fusable", True)])
+def test_rtx_builds_fusion_targets(target, fp16, variants, work):
+    """The native graph (ONNX Attention -> IAttention) builds in FP32 because the builder marks the attention
+    layers decomposable (TensorRT-RTX has no dedicated FP32 attention kernel), and in FP16; the fusable graph in
+    FP16. The sidecar records the target (from the ONNX metadata) and the IAttention layer count."""
+    import onnx
+
+    from mobilevit_trt import surgery
+    fused, rep = surgery.fuse(onnx.load(variants["static_b1"]), target)
+    path = str(work / ("%s.onnx" % target))
+    onnx.save(fused, path)
+    lines = []
+    meta = build.build_engine(path, str(work / ("%s_%s.engine" % (target, "fp16" if fp16 else "fp32"))), fp16=fp16,
+                              log=lines.append)
+    assert meta["fusion_target"] == target and meta["precision"] == ("fp16" if fp16 else "fp32")
+    assert meta["attention_layers"] == (9 if target == "native" else 0)
+    assert any("IAttention layers marked decomposable" in line for line in lines) == (target == "native")

@@ -47,8 +47,8 @@ from .driver import (DEFAULT_KINDS, DYNAMIC_VERIFY_BATCHES, KINDS, VERIFY_ATOL, 
                      count_plugins, default_batches, load_onnx, parse_kinds, random_feeds, verify_fused)
 from .layernorm import fuse_layernorm
 from .shapes import infer_shapes
-from .targets import (METADATA_KEY, TARGET_CHOICES, TARGETS, fuse, fusion_metadata, mark_attention_decomposable,
-                      read_fusion_target, set_fusion_metadata, target_for)
+from .targets import (METADATA_KEY, TARGET_CHOICES, TARGETS, fuse, fusion_metadata, read_fusion_target,
+                      resolve_target, set_fusion_metadata, target_for)
 
 __all__ = [
     "KINDS", "DEFAULT_KINDS", "VERIFY_ATOL", "DYNAMIC_VERIFY_BATCHES",
@@ -56,5 +56,5 @@ __all__ = [
     "default_batches", "random_feeds", "verify_fused", "with_check_domain",
     "infer_shapes", "fuse_layernorm", "fuse_attention",
     "TARGETS", "TARGET_CHOICES", "METADATA_KEY", "fuse", "target_for", "fusion_metadata", "set_fusion_metadata",
-    "read_fusion_target", "mark_attention_decomposable",
+    "read_fusion_target", "resolve_target",
 ]

@@ -22,7 +22,7 @@ target; what is written in their place depends on the target:
     default ``1/sqrt(D)``) is applied as ``sqrt(scale)`` on Q and on K.  One output only (``present_*`` and
     ``qk_matmul_output`` unsupported), no ``past_key`` / ``past_value``; ``is_causal`` and ``attn_mask`` are
     read.  The attribute ``TRT_decomposable`` (not in the ONNX schema, so ``onnx.checker`` rejects it) would
-    set ``IAttention::setDecomposable``; :func:`mark_attention_decomposable` does that on the parsed network
+    set ``IAttention::setDecomposable``; :func:`mobilevit_trt.trt_compat.mark_attention_decomposable` does that on the parsed network
     instead.  ``native_layout="bhnd"`` (default) writes the head split / merge as Reshape + Transpose in the
     graph and gives the operator ``[B, H, N, D]``; ``"bsd"`` gives it ``[B, N, H*D]`` with ``q_num_heads`` /
     ``kv_num_heads`` and lets the importer do the same shuffles.
@@ -56,8 +56,9 @@ target; what is written in their place depends on the target:
 
 :func:`target_for` chooses a target from the TensorRT flavour and version (``auto``); :func:`fusion_metadata`
 and :func:`set_fusion_metadata` give the ``metadata_props`` entry that records the target in the ONNX file
-(:func:`fuse` writes it, and keeps the preprocessing metadata).  :func:`mark_attention_decomposable` marks every
-IAttention of a parsed network decomposable (TensorRT-RTX has no dedicated FP32 attention kernel).
+(:func:`fuse` writes it, and keeps the preprocessing metadata).  The builder marks every IAttention of a parsed
+network decomposable (``trt_compat.mark_attention_decomposable``: TensorRT-RTX has no dedicated FP32 attention
+kernel).
 """
 import collections
 
@@ -141,6 +142,30 @@ def target_for(trt_flavour, trt_version):
     return "plugin"
 
 
+#: :func:`target_for`'s rules as rows for reports and the README: (TensorRT releases, an example version for
+#: target_for, the target, why in one line)
+TARGET_RULES = (
+    ("TensorRT 8.2-8.5", ("tensorrt", "8.2.4"), "plugin",
+     "no LayerNormalization importer, no MHA fusion of the ONNX pattern: the plugins fuse what TensorRT cannot"),
+    ("TensorRT 8.6-10.13", ("tensorrt", "10.13"), "fusable",
+     "TensorRT fuses MatMul-Softmax-MatMul itself when the graph has the developer guide's form; a plugin would "
+     "block its fusions around it"),
+    ("TensorRT 10.14+, 11.x", ("tensorrt", "10.14"), "native",
+     "the ONNX Attention importer builds IAttention, NVIDIA's recommended fused attention"),
+    ("TensorRT-RTX", ("tensorrt_rtx", "1.7"), "native",
+     "IAttention as in 10.14+; TensorRT-RTX loads no C++ plugins"),
+)
+
+
+def target_rules():
+    """``[{"tensorrt", "target", "why"}]``: :data:`TARGET_RULES`, each target checked against :func:`target_for`."""
+    out = []
+    for releases, (flavour, version), target, why in TARGET_RULES:
+        assert target_for(flavour, version) == target, (releases, target)
+        out.append(collections.OrderedDict([("tensorrt", releases), ("target", target), ("why", why)]))
+    return out
+
+
 def resolve_target(target, trt_flavour=None, trt_version=None):
     """``target`` validated; ``auto`` resolved with :func:`target_for` (needs the flavour / version)."""
     t = (target or "").strip().lower()
@@ -178,32 +203,6 @@ def read_fusion_target(model):
         if p.key == METADATA_KEY:
             return p.value
     return None
-
-
-def mark_attention_decomposable(network, decomposable=True):
-    """Mark every IAttention of a parsed TensorRT(-RTX) network decomposable; return how many.
-
-    TensorRT-RTX 1.7 has no dedicated FP32 attention kernel ("Attention operation was not supported by a
-    dedicated kernel ... may be marked as decomposable, using the TensorRT IAttention::setDecomposable method");
-    a decomposable IAttention may run as BMM + Softmax + BMM.  The parser does the same for a node carrying the
-    non-standard attribute ``TRT_decomposable=1``, which ``onnx.checker`` rejects, so the graph does not carry it.
-    ``network.get_layer`` returns plain ILayer objects: each ``ATTENTION_INPUT`` layer is viewed as the module's
-    ``IAttentionInputLayer`` to reach its ``attention``.  Calling this on a network without attention returns 0.
-    """
-    import sys
-    module = sys.modules.get(type(network).__module__.split(".")[0])
-    cls = getattr(module, "IAttentionInputLayer", None)
-    count = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if str(layer.type).rsplit(".", 1)[-1] != "ATTENTION_INPUT":
-            continue
-        if cls is None:
-            raise UserError("this TensorRT has ATTENTION_INPUT layers but no IAttentionInputLayer class")
-        layer.__class__ = cls
-        layer.attention.decomposable = bool(decomposable)
-        count += 1
-    return count
 
 
 def padded_head_dim(d, multiple=MHA_HEAD_MULTIPLE, minimum=MHA_HEAD_MIN):

@@ -243,7 +243,13 @@ def test_attention_peaked_softmax(lib, scale, head_dim, dtype):
 
 
 def _tc_impls(lib):
+    """FP16 tensor-core tilings."""
     return [i for i, name in lib.attention_impls().items() if name.startswith("tc_")]
+
+
+def _x3_impls(lib):
+    """FP32 tensor-core tilings (3xTF32)."""
+    return [i for i, name in lib.attention_impls().items() if name.startswith("x3_")]
 
 
 @pytest.mark.parametrize("n", [1, 16, 17, 64, 100, 256, 1000])
@@ -252,9 +258,10 @@ def test_attention_every_implementation(lib, mk, n, head_dim):
     """Each explicit implementation (the benchmark times them all) on the shapes it accepts; with 2 heads so the
     head offset inside a row is exercised."""
     ran = 0
-    impls = [mk.ATTN_SIMT] + _tc_impls(lib)
+    x3 = set(_x3_impls(lib))
+    impls = [mk.ATTN_SIMT] + _tc_impls(lib) + sorted(x3)
     for impl in impls:
-        for dtype in (DTYPES if impl == mk.ATTN_SIMT else [torch.float16]):
+        for dtype in (DTYPES if impl == mk.ATTN_SIMT else [torch.float32] if impl in x3 else [torch.float16]):
             try:
                 err = run_attention(lib, (3,), n, 2, head_dim, dtype, packed=True, impl=impl)
             except mk.KernelError as e:
@@ -264,6 +271,15 @@ def test_attention_every_implementation(lib, mk, n, head_dim):
             assert err <= TOL[dtype], "impl %s %s: rel err %.3g" % (lib.attention_impls()[impl], dtype, err)
     # every tiling is built for head dims <= 32; at least SIMT (x2) + 3 tilings everywhere
     assert ran >= (len(impls) + 1 if head_dim <= 32 else 5), ran
+
+
+@pytest.mark.parametrize("head_dim", [20, 30, 32, 33])
+def test_attention_fp32_tensor_cores_misaligned_pointers(lib, head_dim):
+    """FP32 tilings with qkv 1 and 2 floats off the 16-byte grid: 4- and 8-byte copies, FP32 accuracy."""
+    for impl in [0] + _x3_impls(lib):
+        for offset in (1, 2):
+            err = run_attention(lib, (2,), 64, 2, head_dim, torch.float32, packed=True, impl=impl, offset=offset)
+            assert err <= TOL[torch.float32], (lib.attention_impls()[impl], offset, err)
 
 
 @pytest.mark.parametrize("head_dim", [20, 30, 32, 33])
@@ -285,7 +301,11 @@ def test_attention_auto_uses_tensor_cores_for_fp16(lib, mk, head_dim):
     names = lib.attention_impls()
     if cap >= (8, 0):
         assert names[impl].startswith("tc_"), names[impl]
-    assert lib.attention_auto_impl(qkv.float(), num_heads=4) == mk.ATTN_SIMT
+    fp32 = lib.attention_auto_impl(qkv.float(), num_heads=4)
+    if cap >= (8, 0) and head_dim <= 64:
+        assert fp32 == mk.ATTN_SIMT or names[fp32].startswith("x3_"), names[fp32]
+    else:
+        assert fp32 == mk.ATTN_SIMT, names[fp32]
 
 
 @pytest.mark.parametrize("heads, n, head_dim", [(1, 16, 32), (1, 64, 32), (1, 256, 32)]
@@ -328,9 +348,13 @@ def test_attention_invalid_arguments(lib, mk):
     assert call(p, p + 128, p + 256, out.data_ptr(), 2, 16, 1, 32, 96, 32, 1.0, 0, impl=99) == invalid
     tc = _tc_impls(lib)
     assert call(p, p + 128, p + 256, out.data_ptr(), 2, 16, 1, 32, 96, 32, 1.0, 0, impl=tc[0]) == invalid  # fp32
-    wide_only = [i for i, name in lib.attention_impls().items() if name == "tc_q128_k1x64"]
     h = qkv.half()
     hp = h.data_ptr()
+    x3 = _x3_impls(lib)
+    assert x3
+    assert call(hp, hp + 64, hp + 128, out.data_ptr(), 2, 16, 1, 32, 96, 32, 1.0, 1, impl=x3[0]) == invalid  # fp16
+    assert call(p, p + 260, p + 520, out.data_ptr(), 2, 16, 1, 65, 195, 65, 1.0, 0, impl=x3[0]) == invalid  # D > 64
+    wide_only = [i for i, name in lib.attention_impls().items() if name == "tc_q128_k1x64"]
     for impl in wide_only:  # not built for the head-dim class 96 (shared memory): refused, nothing launched
         assert call(hp, hp + 160, hp + 320, out.data_ptr(), 1, 16, 1, 80, 240, 80, 1.0, 1, impl=impl) == invalid
     assert call(p, p + 128, p + 256, out.data_ptr(), 0, 16, 1, 32, 96, 32, 1.0, 0) == 0  # empty batch
