@@ -462,18 +462,24 @@ def print_tables(res):
             fmt(us(r["torch"].get("explicit"))), tf.get("path", "-")[:22], fmt(tf.get("us")), fmt(r.get("speedup")),
             fmt(r.get("speedup_kernel")), fmt(r["rel_err_vs_fp64"], "%.1e"),
             verdict(r.get("speedup"), TARGET_ATTN_SPEEDUP[r["dtype"]])))
-    sweep = [r for r in res["attention"] if r["mvt_impls"] and r["dtype"] == "float16"]
-    if sweep:
-        names = sorted({k for r in sweep for k in r["mvt_impls"]}, key=lambda k: (k != "simt", k))
-        print("\nFP16 tiling sweep (us, graph replay; * = fastest; auto = what auto picks)")
-        print("  %-9s %4s %3s %5s | %-16s | %s" % ("model", "N", "D", "B*4*H", "auto", " ".join(
-            "%8s" % n.replace("tc_", "")[:8] for n in names)))
-        for r in sweep:
-            t = {k: us(v) for k, v in r["mvt_impls"].items() if us(v)}
-            fastest = min(t, key=t.get) if t else None
-            print("  %-9s %4d %3d %5d | %-16s | %s" % (r["model"], r["N"], r["head_dim"], r["sequences"] * r["heads"],
-                  r["auto_impl"][:16], " ".join("%7s%s" % (fmt(t.get(n)), "*" if n == fastest else " ")
-                                                for n in names)))
+    for dtype, label in (("float16", "FP16"), ("float32", "FP32")):
+        sweep = [r for r in res["attention"] if r["mvt_impls"] and r["dtype"] == dtype]
+        if sweep:
+            print_sweep(sweep, label)
+
+
+def print_sweep(sweep, label):
+    """One line per shape: the time of every tiling (names without their tc_ / x3_ prefix)."""
+    names = sorted({k for r in sweep for k in r["mvt_impls"]}, key=lambda k: (k != "simt", k))
+    print("\n%s tiling sweep (us, graph replay; * = fastest; auto = what auto picks)" % label)
+    print("  %-9s %4s %3s %5s | %-16s | %s" % ("model", "N", "D", "B*4*H", "auto", " ".join(
+        "%8s" % n.replace("tc_", "").replace("x3_", "")[:8] for n in names)))
+    for r in sweep:
+        t = {k: us(v) for k, v in r["mvt_impls"].items() if us(v)}
+        fastest = min(t, key=t.get) if t else None
+        print("  %-9s %4d %3d %5d | %-16s | %s" % (r["model"], r["N"], r["head_dim"], r["sequences"] * r["heads"],
+              r["auto_impl"][:16], " ".join("%7s%s" % (fmt(t.get(n)), "*" if n == fastest else " ")
+                                            for n in names)))
 
 
 def verdict(value, target):

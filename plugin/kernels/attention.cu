@@ -196,11 +196,12 @@ struct RowsSubTile // sub-tile t of every key warp: KS rows at w * KT + t * KS f
     }
 };
 
-template <int D, int LD, int VW, int ROWS, int THREADS, typename Map>
+template <typename T, int D, int LD, int VW, int ROWS, int THREADS, typename Map>
 __device__ __forceinline__ void loadRows(
-    __half* dst, __half const* src, int64_t stride, int first, int limit, int d, int tid, Map map)
+    T* dst, T const* src, int64_t stride, int first, int limit, int d, int tid, Map map)
 {
     constexpr int kPpr = D / VW; // pieces per padded row (those at column >= d are skipped)
+    constexpr int kBytes = VW * static_cast<int>(sizeof(T));
 #pragma unroll 1
     for (int i = tid; i < ROWS * kPpr; i += THREADS)
     {
@@ -211,39 +212,42 @@ __device__ __forceinline__ void loadRows(
             int const row = map(r);
             int const g = first + row;
             bool const ok = g < limit;
-            __half* s = dst + row * LD + c;
-            __half const* gp = src + (ok ? g : 0) * stride + c;
-            if (VW == 1)
+            T* s = dst + row * LD + c;
+            T const* gp = src + (ok ? g : 0) * stride + c;
+            if (kBytes < 4) // single halves: plain loads (cp.async moves 4, 8 or 16 bytes)
             {
-                *s = ok ? *gp : __float2half_rn(0.f);
+                *s = ok ? *gp : fromFloat<T>(0.f);
             }
             else
             {
-                cpAsync<VW * 2>(s, gp, ok ? VW * 2 : 0);
+                cpAsync<(kBytes < 4 ? 4 : kBytes)>(s, gp, ok ? kBytes : 0);
             }
         }
     }
 }
 
-template <int D, int LD, int ROWS, int THREADS, typename Map>
+// loadRows with the piece width chosen at run time: vw elements = 16, 8 or 4 bytes, else single elements.
+template <typename T, int D, int LD, int ROWS, int THREADS, typename Map>
 __device__ __forceinline__ void loadRowsAny(
-    int vw, __half* dst, __half const* src, int64_t stride, int first, int limit, int d, int tid, Map map)
+    int vw, T* dst, T const* src, int64_t stride, int first, int limit, int d, int tid, Map map)
 {
-    if (vw == 8)
+    constexpr int kE = static_cast<int>(sizeof(T));
+    int const bytes = vw * kE;
+    if (bytes == 16)
     {
-        loadRows<D, LD, 8, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
+        loadRows<T, D, LD, 16 / kE, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
     }
-    else if (vw == 4)
+    else if (bytes == 8)
     {
-        loadRows<D, LD, 4, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
+        loadRows<T, D, LD, 8 / kE, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
     }
-    else if (vw == 2)
+    else if (bytes == 4)
     {
-        loadRows<D, LD, 2, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
+        loadRows<T, D, LD, 4 / kE, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
     }
     else
     {
-        loadRows<D, LD, 1, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
+        loadRows<T, D, LD, 1, ROWS, THREADS>(dst, src, stride, first, limit, d, tid, map);
     }
 }
 
@@ -322,8 +326,18 @@ __device__ __forceinline__ uint32_t packHalf2(float lo, float hi)
     return *reinterpret_cast<uint32_t const*>(&h);
 }
 
-// Store output columns c and c+1 (c even) of one row: half2 when the row allows it, else element by element.
-__device__ __forceinline__ void storeOut2(__half* row, int c, int d, bool vec, float a, float b)
+// Store output columns c and c+1 (c even) of one row: one 2-element store when the row allows it, else element by
+// element.
+__device__ __forceinline__ void storePair(__half* p, float a, float b)
+{
+    *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+}
+__device__ __forceinline__ void storePair(float* p, float a, float b)
+{
+    *reinterpret_cast<float2*>(p) = make_float2(a, b);
+}
+template <typename T>
+__device__ __forceinline__ void storeOut2(T* row, int c, int d, bool vec, float a, float b)
 {
     if (c >= d)
     {
@@ -331,15 +345,134 @@ __device__ __forceinline__ void storeOut2(__half* row, int c, int d, bool vec, f
     }
     if (vec)
     {
-        *reinterpret_cast<__half2*>(row + c) = __floats2half2_rn(a, b);
+        storePair(row + c, a, b);
     }
     else
     {
-        row[c] = __float2half_rn(a);
+        row[c] = fromFloat<T>(a);
         if (c + 1 < d)
         {
-            row[c + 1] = __float2half_rn(b);
+            row[c + 1] = fromFloat<T>(b);
         }
+    }
+}
+
+// 2^x: the hardware approximation for the FP16 path, exp2f (FP32 accuracy) for FP32.
+template <bool EXACT>
+__device__ __forceinline__ float exp2Of(float x)
+{
+    return EXACT ? exp2f(x) : fastExp2(x);
+}
+
+// Shared-memory bytes of the merge of WK partial results (WQ query warps, head-dim class D).
+constexpr int mergeBytes(int d, int wq, int wk)
+{
+    return wk > 1 ? (wq * wk * 16 * (d + 4) * 4 + 2 * wq * wk * 16 * 4) : 0;
+}
+
+// End of both tensor-core kernels: each warp holds the running max m (log2 domain), its lanes' parts of the running
+// sum l and the unnormalised O (m16n8 accumulator layout, D / 8 tiles of 8 columns) of its 16 query rows over its
+// keys. WK == 1: normalise and store. WK > 1: the WK partial results of each row are merged through shared memory
+// (`merge`, mergeBytes(D, WQ, WK) bytes, free to reuse after the barrier here).
+template <typename T, int D, int WQ, int WK, bool EXACT>
+__device__ __forceinline__ void storeAttnOutput(AttnParams const& p, BlockCoord const& bc, unsigned char* merge,
+    float (&m)[2], float (&l)[2], float (&o)[D / 8][4], int tid, int wq, int wk, int lane)
+{
+    constexpr int kThreads = 32 * WQ * WK;
+    constexpr int kOLd = D + 4; // floats per row of the merge buffer
+    int const n = p.n;
+    int const d = p.d;
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+    {
+        l[r] += __shfl_xor_sync(kFullMask, l[r], 1);
+        l[r] += __shfl_xor_sync(kFullMask, l[r], 2);
+    }
+    int const g = lane / 4;
+    int const col = (lane % 4) * 2;
+    bool const vec = p.outVec != 0;
+    T* og = static_cast<T*>(p.out) + bc.b * n * p.outStride + static_cast<int64_t>(bc.h) * d;
+
+    if (WK == 1)
+    {
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+        {
+            int const row = bc.q0 + wq * 16 + g + 8 * r;
+            if (row < n)
+            {
+                float const inv = 1.f / l[r];
+                T* orow = og + row * p.outStride;
+#pragma unroll
+                for (int t = 0; t < D / 8; ++t)
+                {
+                    storeOut2(orow, t * 8 + col, d, vec, o[t][2 * r] * inv, o[t][2 * r + 1] * inv);
+                }
+            }
+        }
+        return;
+    }
+
+    __syncthreads();
+    float* os = reinterpret_cast<float*>(merge);
+    float* ms = os + WQ * WK * 16 * kOLd;
+    float* ls = ms + WQ * WK * 16;
+    int const slot = (wq * WK + wk) * 16;
+    if (lane % 4 == 0)
+    {
+        ms[slot + g] = m[0];
+        ms[slot + g + 8] = m[1];
+        ls[slot + g] = l[0];
+        ls[slot + g + 8] = l[1];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+    {
+        int const row = g + 8 * r;
+        float mAll = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < WK; ++w)
+        {
+            mAll = fmaxf(mAll, ms[(wq * WK + w) * 16 + row]);
+        }
+        float const mRef = (mAll == -INFINITY) ? 0.f : mAll;
+        float lAll = 0.f;
+#pragma unroll
+        for (int w = 0; w < WK; ++w)
+        {
+            lAll += ls[(wq * WK + w) * 16 + row] * exp2Of<EXACT>(ms[(wq * WK + w) * 16 + row] - mRef);
+        }
+        float const f = lAll > 0.f ? exp2Of<EXACT>(m[r] - mRef) / lAll : 0.f;
+#pragma unroll
+        for (int t = 0; t < D / 8; ++t)
+        {
+            *reinterpret_cast<float2*>(os + (slot + row) * kOLd + t * 8 + col)
+                = make_float2(o[t][2 * r] * f, o[t][2 * r + 1] * f);
+        }
+    }
+    __syncthreads();
+    int const pairs = (d + 1) / 2; // column pairs that reach the output
+    for (int i = tid; i < WQ * 16 * (D / 2); i += kThreads)
+    {
+        int const pr = i % (D / 2);
+        int const rr = i / (D / 2); // 0 .. 16*WQ-1
+        int const q = rr / 16;
+        int const row = rr % 16;
+        int const grow = bc.q0 + rr;
+        if (grow >= n || pr >= pairs)
+        {
+            continue;
+        }
+        float a0 = 0.f, a1 = 0.f;
+#pragma unroll
+        for (int w = 0; w < WK; ++w)
+        {
+            float2 const v2 = *reinterpret_cast<float2 const*>(os + ((q * WK + w) * 16 + row) * kOLd + 2 * pr);
+            a0 += v2.x;
+            a1 += v2.y;
+        }
+        storeOut2(og + grow * p.outStride, 2 * pr, d, vec, a0, a1);
     }
 }
 
@@ -373,7 +506,7 @@ __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
         zeroPadColumns<D, C::kLd, C::kThreads>(qs, C::kRowsQ, d, tid);
         zeroPadColumns<D, C::kLd, C::kThreads>(ks, 2 * C::kChunk, d, tid); // K and V rows are contiguous
     }
-    loadRowsAny<D, C::kLd, C::kRowsQ, C::kThreads>(vw, qs, qg, p.inStride, bc.q0, n, d, tid, RowsAll());
+    loadRowsAny<__half, D, C::kLd, C::kRowsQ, C::kThreads>(vw, qs, qg, p.inStride, bc.q0, n, d, tid, RowsAll());
 
     float const kNegInf = -INFINITY;
     float m[2] = {kNegInf, kNegInf}; // running max (log2 domain) of rows g and g+8
@@ -402,9 +535,9 @@ __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
         for (int t = 0; t < C::kSub; ++t)
         {
             RowsSubTile<KT, KS> const map{t};
-            loadRowsAny<D, C::kLd, WK * KS, C::kThreads>(vw, ks, kg, p.inStride, c0, n, d, tid, map);
+            loadRowsAny<__half, D, C::kLd, WK * KS, C::kThreads>(vw, ks, kg, p.inStride, c0, n, d, tid, map);
             cpAsyncCommit();
-            loadRowsAny<D, C::kLd, WK * KS, C::kThreads>(vw, vs, vg, p.inStride, c0, n, d, tid, map);
+            loadRowsAny<__half, D, C::kLd, WK * KS, C::kThreads>(vw, vs, vg, p.inStride, c0, n, d, tid, map);
             cpAsyncCommit();
         }
 #pragma unroll
@@ -520,99 +653,270 @@ __global__ void __launch_bounds__(32 * WQ * WK) attnTcKernel(AttnParams p)
         }
     }
 
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-    {
-        l[r] += __shfl_xor_sync(kFullMask, l[r], 1);
-        l[r] += __shfl_xor_sync(kFullMask, l[r], 2);
-    }
-    int const g = lane / 4;
-    int const col = (lane % 4) * 2;
-    bool const vec = p.outVec != 0;
-    __half* og = static_cast<__half*>(p.out) + bc.b * n * p.outStride + static_cast<int64_t>(bc.h) * d;
+    storeAttnOutput<__half, D, WQ, WK, false>(p, bc, smem + C::kQBytes, m, l, o, tid, wq, wk, lane);
+#else
+    __trap(); // the host never launches this below sm_80 (checked through cudaFuncGetAttributes)
+#endif
+}
 
-    if (WK == 1)
+// ------------------------------------------------------------------------------------------------------------
+// 3xTF32 tensor-core kernel (FP32)
+// ------------------------------------------------------------------------------------------------------------
+// A float x is split into hi = tf32(x) (round to nearest) and lo = x - hi (exact); a product is taken as
+// lo_a hi_b + hi_a lo_b + hi_a hi_b on the TF32 tensor cores (mma.sync m16n8k8, FP32 accumulators). The dropped
+// lo_a lo_b term and the tensor core's truncation of lo to TF32 leave ~2^-21 relative error per product: FP32-level
+// results (a float64-reference emulation of this scheme on the peaked-softmax test case, N = 1000, scale 4:
+// 7e-7 relative error, the contract is 1e-5), unlike plain TF32 (~1e-3).
+
+// Shared memory of one FP32 tiling (bytes): K and V chunks of KT*WK rows of D+4 floats (conflict-free fragment
+// reads for every D that is a multiple of 8), or the merge buffer when that is larger. Q lives in registers.
+constexpr int x3SmemBytes(int d, int wq, int wk, int kt)
+{
+    return (2 * kt * wk * (d + 4) * 4) > mergeBytes(d, wq, wk) ? (2 * kt * wk * (d + 4) * 4) : mergeBytes(d, wq, wk);
+}
+
+// Built for head-dim class D when the shared memory fits in 48 KiB and the score tile (KT keys) plus Q (hi and lo)
+// and the O accumulator stay within registers (D * KT <= 64 * 64).
+constexpr bool x3Fits(int d, int wq, int wk, int kt)
+{
+    return x3SmemBytes(d, wq, wk, kt) <= 48 * 1024 && d * kt <= 64 * 64 && 32 * wq * wk <= 512;
+}
+
+template <int D, int WQ, int WK, int KT>
+struct X3Config
+{
+    static_assert(D % 8 == 0 && D <= 64, "FP32 head-dim class: a multiple of 8 up to 64");
+    static_assert(KT % 8 == 0, "keys per warp: whole 8-key tiles");
+    static constexpr int kThreads = 32 * WQ * WK;
+    static constexpr int kRowsQ = 16 * WQ;
+    static constexpr int kChunk = KT * WK; // keys in shared memory at a time
+    static constexpr int kLd = D + 4;      // floats per shared row
+    static constexpr int kSmemBytes = x3SmemBytes(D, WQ, WK, KT);
+    static_assert(kSmemBytes <= 48 * 1024, "static shared memory limit");
+};
+
+// hi = x rounded to TF32, lo = x - hi (exact in FP32; the tensor core reads its top 19 bits).
+__device__ __forceinline__ void splitTf32(float x, uint32_t& hi, uint32_t& lo)
+{
+#if __CUDA_ARCH__ >= 800
+    uint32_t h;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(h) : "f"(x));
+    hi = h;
+    lo = __float_as_uint(x - __uint_as_float(h));
+#else
+    hi = __float_as_uint(x);
+    lo = 0u;
+#endif
+}
+
+// c += a * b for one m16n8k8 tile (TF32 operands, FP32 accumulators).
+__device__ __forceinline__ void mma1688(float (&c)[4], uint32_t const (&a)[4], uint32_t b0, uint32_t b1)
+{
+#if __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// c += a * b in 3xTF32: the small terms first.
+__device__ __forceinline__ void mma1688x3(
+    float (&c)[4], uint32_t const (&aHi)[4], uint32_t const (&aLo)[4], float b0, float b1)
+{
+    uint32_t bh0, bl0, bh1, bl1;
+    splitTf32(b0, bh0, bl0);
+    splitTf32(b1, bh1, bl1);
+    mma1688(c, aLo, bh0, bh1);
+    mma1688(c, aHi, bl0, bl1);
+    mma1688(c, aHi, bh0, bh1);
+}
+
+// attnX3Kernel<D, WQ, WK, KT>: D = head dim rounded up to a multiple of 8 (the padding columns of the K/V tiles are
+// zeroed once per block, never loaded). A block owns 16*WQ query rows of one (batch, head); warp (wq, wk) reads its
+// 16 rows of Q straight into A fragments (pre-scaled by scale * log2(e), split hi/lo once) and takes KT keys of each
+// chunk of KT*WK keys that the block stages in shared memory with cp.async (16-, 8- or 4-byte pieces). S = Q K^T
+// and O += P V on the tensor cores; P goes from the S accumulators to the A operand of P V in registers: lane
+// (g, t) holds keys 2t and 2t+1 of each 8-key tile, so the k index of P V runs over the keys in the order
+// 0 2 4 6 1 3 5 7 and the V fragment rows follow that order. Softmax in FP32 with exp2f.
+template <int D, int WQ, int WK, int KT>
+__global__ void __launch_bounds__(32 * WQ * WK) attnX3Kernel(AttnParams p)
+{
+#if __CUDA_ARCH__ >= 800
+    using C = X3Config<D, WQ, WK, KT>;
+    __shared__ __align__(16) unsigned char smem[C::kSmemBytes];
+    float* ks = reinterpret_cast<float*>(smem);
+    float* vs = ks + C::kChunk * C::kLd;
+
+    int const tid = threadIdx.x;
+    int const warp = tid / 32;
+    int const lane = tid % 32;
+    int const wq = warp / WK;
+    int const wk = warp % WK;
+    int const g = lane / 4;
+    int const t4 = lane % 4;
+    int const n = p.n;
+    int const d = p.d;
+    int const vw = p.vw;
+    BlockCoord const bc = decodeBlock(p, C::kRowsQ);
+    int64_t const base = bc.b * n * p.inStride + static_cast<int64_t>(bc.h) * d;
+    float const* qg = static_cast<float const*>(p.q) + base;
+    float const* kg = static_cast<float const*>(p.k) + base;
+    float const* vg = static_cast<float const*>(p.v) + base;
+
+    // Head-dim padding: columns d .. D-1 of the K and V rows (contiguous) stay zero for the whole block.
+    if (d < D)
+    {
+        int const pad = D - d;
+        for (int i = tid; i < 2 * C::kChunk * pad; i += C::kThreads)
+        {
+            int const r = i / pad;
+            ks[r * C::kLd + d + (i - r * pad)] = 0.f;
+        }
+    }
+
+    // Q fragments (m16n8k8 A layout: a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4) of each 8-column step).
+    uint32_t qHi[D / 8][4], qLo[D / 8][4];
+    {
+        int const r0 = bc.q0 + wq * 16 + g;
+#pragma unroll
+        for (int kb = 0; kb < D / 8; ++kb)
+        {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+            {
+                int const row = r0 + (e & 1) * 8;
+                int const c = kb * 8 + t4 + (e >> 1) * 4;
+                float const x = (row < n && c < d) ? __ldg(qg + row * p.inStride + c) * p.scaleLog2 : 0.f;
+                splitTf32(x, qHi[kb][e], qLo[kb][e]);
+            }
+        }
+    }
+
+    float m[2] = {-INFINITY, -INFINITY}; // running max (log2 domain) of rows g and g+8
+    float l[2] = {0.f, 0.f};             // this lane's part of the running sum
+    float o[D / 8][4];
+#pragma unroll
+    for (int t = 0; t < D / 8; ++t)
     {
 #pragma unroll
-        for (int r = 0; r < 2; ++r)
+        for (int e = 0; e < 4; ++e)
         {
-            int const row = bc.q0 + wq * 16 + g + 8 * r;
-            if (row < n)
+            o[t][e] = 0.f;
+        }
+    }
+
+    for (int c0 = 0; c0 < n; c0 += C::kChunk)
+    {
+        if (c0 > 0)
+        {
+            __syncthreads(); // everyone is done with the previous chunk
+        }
+        loadRowsAny<float, D, C::kLd, C::kChunk, C::kThreads>(vw, ks, kg, p.inStride, c0, n, d, tid, RowsAll());
+        cpAsyncCommit();
+        loadRowsAny<float, D, C::kLd, C::kChunk, C::kThreads>(vw, vs, vg, p.inStride, c0, n, d, tid, RowsAll());
+        cpAsyncCommit();
+        cpAsyncWait<1>(); // K landed (V may still be in flight)
+        __syncthreads();
+        int const tile0 = wk * KT;
+        int const keyBase = c0 + tile0;
+        bool const active = keyBase < n; // warp-uniform; an inactive warp still joins every barrier
+        float s[KT / 8][4];
+#pragma unroll
+        for (int j = 0; j < KT / 8; ++j)
+        {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
             {
-                float const inv = 1.f / l[r];
-                __half* orow = og + row * p.outStride;
+                s[j][e] = 0.f;
+            }
+        }
+        if (active)
+        {
+#pragma unroll
+            for (int j = 0; j < KT / 8; ++j)
+            {
+                // B = K^T: b0 = K[key g][col t], b1 = K[key g][col t+4]
+                float const* kr = ks + (tile0 + j * 8 + g) * C::kLd + t4;
+#pragma unroll
+                for (int kb = 0; kb < D / 8; ++kb)
+                {
+                    mma1688x3(s[j], qHi[kb], qLo[kb], kr[kb * 8], kr[kb * 8 + 4]);
+                }
+            }
+            bool const needMask = keyBase + KT > n;
+            float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+            for (int j = 0; j < KT / 8; ++j)
+            {
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                {
+                    float val = s[j][e];
+                    if (needMask && keyBase + j * 8 + t4 * 2 + (e & 1) >= n)
+                    {
+                        val = -INFINITY;
+                    }
+                    s[j][e] = val;
+                    mx[e >> 1] = fmaxf(mx[e >> 1], val);
+                }
+            }
+            float mUse[2];
+#pragma unroll
+            for (int r = 0; r < 2; ++r)
+            {
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullMask, mx[r], 1));
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullMask, mx[r], 2));
+                float const mNew = fmaxf(m[r], mx[r]);
+                mUse[r] = (mNew == -INFINITY) ? 0.f : mNew;
+                float const corr = exp2f(m[r] - mUse[r]);
+                m[r] = mNew;
+                l[r] *= corr;
 #pragma unroll
                 for (int t = 0; t < D / 8; ++t)
                 {
-                    storeOut2(orow, t * 8 + col, d, vec, o[t][2 * r] * inv, o[t][2 * r + 1] * inv);
+                    o[t][2 * r] *= corr;
+                    o[t][2 * r + 1] *= corr;
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < KT / 8; ++j)
+            {
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                {
+                    float const pe = exp2f(s[j][e] - mUse[e >> 1]);
+                    s[j][e] = pe;
+                    l[e >> 1] += pe;
                 }
             }
         }
-        return;
-    }
-
-    // Merge the WK partial results of each query row through shared memory (reuses the K/V buffers).
-    __syncthreads();
-    float* os = reinterpret_cast<float*>(smem + C::kQBytes);
-    float* ms = os + WQ * WK * 16 * C::kOLd;
-    float* ls = ms + WQ * WK * 16;
-    int const slot = (wq * WK + wk) * 16;
-    if (lane % 4 == 0)
-    {
-        ms[slot + g] = m[0];
-        ms[slot + g + 8] = m[1];
-        ls[slot + g] = l[0];
-        ls[slot + g + 8] = l[1];
-    }
-    __syncthreads();
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-    {
-        int const row = g + 8 * r;
-        float mAll = kNegInf;
-#pragma unroll
-        for (int w = 0; w < WK; ++w)
+        cpAsyncWait<0>(); // V landed
+        __syncthreads();
+        if (active)
         {
-            mAll = fmaxf(mAll, ms[(wq * WK + w) * 16 + row]);
-        }
-        float const mRef = (mAll == kNegInf) ? 0.f : mAll;
-        float lAll = 0.f;
 #pragma unroll
-        for (int w = 0; w < WK; ++w)
-        {
-            lAll += ls[(wq * WK + w) * 16 + row] * fastExp2(ms[(wq * WK + w) * 16 + row] - mRef);
-        }
-        float const f = lAll > 0.f ? fastExp2(m[r] - mRef) / lAll : 0.f;
+            for (int j = 0; j < KT / 8; ++j)
+            {
+                // A = P with the k index in key order 0 2 4 6 1 3 5 7: a0 (g, key 2t), a1 (g+8, key 2t),
+                // a2 (g, key 2t+1), a3 (g+8, key 2t+1) - exactly this lane's S accumulators.
+                uint32_t pHi[4], pLo[4];
+                splitTf32(s[j][0], pHi[0], pLo[0]);
+                splitTf32(s[j][2], pHi[1], pLo[1]);
+                splitTf32(s[j][1], pHi[2], pLo[2]);
+                splitTf32(s[j][3], pHi[3], pLo[3]);
+                // B = V in the same key order: b0 = V[key 2t][col g], b1 = V[key 2t+1][col g]
+                float const* vr = vs + (tile0 + j * 8 + 2 * t4) * C::kLd + g;
 #pragma unroll
-        for (int t = 0; t < D / 8; ++t)
-        {
-            *reinterpret_cast<float2*>(os + (slot + row) * C::kOLd + t * 8 + col)
-                = make_float2(o[t][2 * r] * f, o[t][2 * r + 1] * f);
+                for (int t = 0; t < D / 8; ++t)
+                {
+                    mma1688x3(o[t], pHi, pLo, vr[t * 8], vr[C::kLd + t * 8]);
+                }
+            }
         }
     }
-    __syncthreads();
-    int const pairs = (d + 1) / 2; // column pairs that reach the output
-    for (int i = tid; i < WQ * 16 * (D / 2); i += C::kThreads)
-    {
-        int const pr = i % (D / 2);
-        int const rr = i / (D / 2); // 0 .. 16*WQ-1
-        int const q = rr / 16;
-        int const row = rr % 16;
-        int const grow = bc.q0 + rr;
-        if (grow >= n || pr >= pairs)
-        {
-            continue;
-        }
-        float a0 = 0.f, a1 = 0.f;
-#pragma unroll
-        for (int w = 0; w < WK; ++w)
-        {
-            float2 const v2 = *reinterpret_cast<float2 const*>(os + ((q * WK + w) * 16 + row) * C::kOLd + 2 * pr);
-            a0 += v2.x;
-            a1 += v2.y;
-        }
-        storeOut2(og + grow * p.outStride, 2 * pr, d, vec, a0, a1);
-    }
+    storeAttnOutput<float, D, WQ, WK, true>(p, bc, smem, m, l, o, tid, wq, wk, lane);
 #else
     __trap(); // the host never launches this below sm_80 (checked through cudaFuncGetAttributes)
 #endif
@@ -886,13 +1190,15 @@ struct AttnCall
     int dtype;
 };
 
-// Halves per global load piece of the tensor-core path: the widest of 8 / 4 / 2 that divides the head dim and the
-// row stride and matches the alignment of q, k and v; else 1 (plain 2-byte loads).
+// Elements per global load piece of the tensor-core paths: the widest piece of 16 / 8 / 4 bytes whose element
+// count divides the head dim and the row stride and whose size matches the alignment of q, k and v; else 1 (FP16:
+// plain 2-byte loads; FP32: 4-byte pieces).
 int tcLoadWidth(AttnCall const& c)
 {
-    for (int vw = 8; vw >= 2; vw /= 2)
+    int const es = c.dtype == MVT_DTYPE_FLOAT32 ? 4 : 2;
+    for (int bytes = 16; bytes >= 4 && bytes >= es; bytes /= 2)
     {
-        size_t const bytes = static_cast<size_t>(vw) * 2;
+        int const vw = bytes / es;
         if (c.d % vw == 0 && c.inStride % vw == 0 && isAligned(c.q, bytes) && isAligned(c.k, bytes)
             && isAligned(c.v, bytes))
         {
@@ -915,6 +1221,22 @@ cudaError_t launchTc(AttnCall const& c, cudaStream_t stream)
         return cudaErrorInvalidConfiguration;
     }
     attnTcKernel<D, WQ, WK, KT, KS><<<static_cast<unsigned>(blocks), C::kThreads, 0, stream>>>(p);
+    return cudaGetLastError();
+}
+
+template <int D, int WQ, int WK, int KT>
+cudaError_t launchX3(AttnCall const& c, cudaStream_t stream)
+{
+    using C = X3Config<D, WQ, WK, KT>;
+    bool const outVec = c.d % 2 == 0 && c.outStride % 2 == 0 && isAligned(c.out, 8);
+    AttnParams p{c.q, c.k, c.v, c.out, c.inStride, c.outStride, static_cast<int>(c.n), c.heads, c.d,
+        static_cast<int>((c.n + C::kRowsQ - 1) / C::kRowsQ), c.scale * kLog2e, tcLoadWidth(c), outVec ? 1 : 0};
+    int64_t const blocks = static_cast<int64_t>(p.qTiles) * c.batch * c.heads;
+    if (blocks > 0x7fffffff)
+    {
+        return cudaErrorInvalidConfiguration;
+    }
+    attnX3Kernel<D, WQ, WK, KT><<<static_cast<unsigned>(blocks), C::kThreads, 0, stream>>>(p);
     return cudaGetLastError();
 }
 
@@ -956,16 +1278,25 @@ using TcLauncher = cudaError_t (*)(AttnCall const&, cudaStream_t);
 constexpr int kTcDims[] = {16, 32, 48, 64, 96, 128};
 constexpr int kNumDims = static_cast<int>(sizeof(kTcDims) / sizeof(kTcDims[0]));
 
-int tcDimClass(int d)
+// Head-dim classes of the FP32 (3xTF32) path: m16n8k8 tiles need multiples of 8 only; head dims <= 64.
+constexpr int kX3Dims[] = {16, 24, 32, 40, 48, 64};
+static_assert(sizeof(kX3Dims) == sizeof(kTcDims), "one launcher slot per class in TcImpl");
+
+int dimClass(int const (&dims)[kNumDims], int d)
 {
     for (int i = 0; i < kNumDims; ++i)
     {
-        if (d <= kTcDims[i])
+        if (d <= dims[i])
         {
             return i;
         }
     }
     return -1;
+}
+
+int tcDimClass(int d)
+{
+    return dimClass(kTcDims, d);
 }
 
 template <bool FITS, int D, int WQ, int WK, int KT, int KS>
@@ -991,10 +1322,28 @@ TcLauncher tcLauncher(int maxDim)
     return D <= maxDim ? TcPick<tcFits(D, WQ, WK, KT, KS), D, WQ, WK, KT, KS>::get() : nullptr;
 }
 
+template <bool FITS, int D, int WQ, int WK, int KT>
+struct X3Pick
+{
+    static TcLauncher get()
+    {
+        return launchX3<D, WQ, WK, KT>;
+    }
+};
+template <int D, int WQ, int WK, int KT>
+struct X3Pick<false, D, WQ, WK, KT>
+{
+    static TcLauncher get()
+    {
+        return nullptr;
+    }
+};
+
 struct TcImpl
 {
     char const* name;
     TcLauncher byDim[kNumDims]; // nullptr: not built for that head-dim class
+    int dtype;                  // MVT_DTYPE_FLOAT16 (tc_*: kTcDims classes) or MVT_DTYPE_FLOAT32 (x3_*: kX3Dims)
 };
 
 // Every class for which the tiling fits (tcFits) up to head dim maxDim.
@@ -1004,7 +1353,25 @@ TcImpl tcImpl(char const* name, int maxDim = 128)
     return TcImpl{name,
         {tcLauncher<16, WQ, WK, KT, KS>(maxDim), tcLauncher<32, WQ, WK, KT, KS>(maxDim),
             tcLauncher<48, WQ, WK, KT, KS>(maxDim), tcLauncher<64, WQ, WK, KT, KS>(maxDim),
-            tcLauncher<96, WQ, WK, KT, KS>(maxDim), tcLauncher<128, WQ, WK, KT, KS>(maxDim)}};
+            tcLauncher<96, WQ, WK, KT, KS>(maxDim), tcLauncher<128, WQ, WK, KT, KS>(maxDim)},
+        MVT_DTYPE_FLOAT16};
+}
+
+template <int D, int WQ, int WK, int KT>
+TcLauncher x3Launcher(int maxDim)
+{
+    return D <= maxDim ? X3Pick<x3Fits(D, WQ, WK, KT), D, WQ, WK, KT>::get() : nullptr;
+}
+
+// FP32 3xTF32 tiling, built for every kX3Dims class up to maxDim where it fits (x3Fits).
+template <int WQ, int WK, int KT>
+TcImpl x3Impl(char const* name, int maxDim = 64)
+{
+    return TcImpl{name,
+        {x3Launcher<16, WQ, WK, KT>(maxDim), x3Launcher<24, WQ, WK, KT>(maxDim), x3Launcher<32, WQ, WK, KT>(maxDim),
+            x3Launcher<40, WQ, WK, KT>(maxDim), x3Launcher<48, WQ, WK, KT>(maxDim),
+            x3Launcher<64, WQ, WK, KT>(maxDim)},
+        MVT_DTYPE_FLOAT32};
 }
 
 // Implementation ids 2.. (MVT_ATTN_TC_FIRST + index). Name: q<query rows per block>_k<key warps>x<keys per warp and
@@ -1024,6 +1391,18 @@ TcImpl const kTcImpls[] = {
     tcImpl<1, 4, 64>("tc_q16_k4x64", 64),
     tcImpl<2, 4, 64>("tc_q32_k4x64", 64),
     tcImpl<4, 2, 128, 64>("tc_q64_k2x128s64", 64),
+    // FP32 on the tensor cores in 3xTF32 (FP32 accuracy): x3_q<query rows per block>_k<key warps>x<keys per warp>;
+    // classes where ptxas spilled are left out (maxDim)
+    x3Impl<1, 1, 16>("x3_q16_k1x16"),
+    x3Impl<1, 1, 32>("x3_q16_k1x32"),
+    x3Impl<4, 1, 16>("x3_q64_k1x16"),
+    x3Impl<1, 1, 64>("x3_q16_k1x64"),
+    x3Impl<2, 1, 64>("x3_q32_k1x64", 48),
+    x3Impl<4, 1, 64>("x3_q64_k1x64"),
+    x3Impl<8, 1, 64>("x3_q128_k1x64"),
+    x3Impl<4, 1, 32>("x3_q64_k1x32", 32),
+    x3Impl<1, 4, 32>("x3_q16_k4x32"),
+    x3Impl<2, 4, 32>("x3_q32_k4x32"),
 };
 constexpr int kNumTc = static_cast<int>(sizeof(kTcImpls) / sizeof(kTcImpls[0]));
 constexpr int kNumImpls = MVT_ATTN_TC_FIRST + kNumTc;
@@ -1062,14 +1441,15 @@ cudaError_t tensorCoresUsable(bool& usable)
 
 TcLauncher tcLauncherFor(AttnCall const& c, TcImpl const& impl)
 {
-    int const cls = tcDimClass(c.d);
+    int const cls = dimClass(impl.dtype == MVT_DTYPE_FLOAT32 ? kX3Dims : kTcDims, c.d);
     return cls < 0 ? nullptr : impl.byDim[cls];
 }
 
-// FP16, a head-dim class this tiling is built for. Any alignment: the load width follows the pointers (tcLoadWidth).
+// The tiling's dtype, a head-dim class it is built for. Any alignment: the load width follows the pointers
+// (tcLoadWidth).
 bool tcShapeOk(AttnCall const& c, TcImpl const& impl)
 {
-    return c.dtype == MVT_DTYPE_FLOAT16 && c.n <= 0x7fffffff && tcLauncherFor(c, impl) != nullptr;
+    return c.dtype == impl.dtype && c.n <= 0x7fffffff && tcLauncherFor(c, impl) != nullptr;
 }
 
 int tcIndex(char const* name)
@@ -1150,6 +1530,30 @@ int autoTcIndex(AttnCall const& c, int smCount)
     return firstBuilt(c, {"tc_q16_k4x64", "tc_q16_k4x32", "tc_q16_k4x16"});
 }
 
+// FP32 (3xTF32) tiling rules, head dims <= 64 (above: the SIMT kernel). -1: use the SIMT kernel.
+int autoX3Index(AttnCall const& c, int smCount)
+{
+    int64_t const seqs = c.batch * c.heads;
+    int64_t const sms = smCount;
+    if (c.d > 64)
+    {
+        return -1;
+    }
+    if (c.n <= 16)
+    {
+        return firstBuilt(c, {"x3_q16_k1x16"});
+    }
+    if (c.n <= 64)
+    {
+        return firstBuilt(c, {"x3_q64_k1x64"});
+    }
+    if ((c.n + 63) / 64 * seqs >= (sms * 9) / 10)
+    {
+        return firstBuilt(c, {"x3_q64_k1x64"});
+    }
+    return firstBuilt(c, {"x3_q16_k4x32", "x3_q16_k1x64"});
+}
+
 cudaError_t resolveImpl(AttnCall const& c, int requested, int& impl)
 {
     impl = -1;
@@ -1166,7 +1570,9 @@ cudaError_t resolveImpl(AttnCall const& c, int requested, int& impl)
     }
     if (requested == MVT_ATTN_AUTO)
     {
-        int const t = (tcOk && c.dtype == MVT_DTYPE_FLOAT16) ? autoTcIndex(c, dev.smCount) : -1;
+        int const t = !tcOk ? -1
+                                 : (c.dtype == MVT_DTYPE_FLOAT16 ? autoTcIndex(c, dev.smCount)
+                                                                 : autoX3Index(c, dev.smCount));
         if (t >= 0)
         {
             impl = MVT_ATTN_TC_FIRST + t;

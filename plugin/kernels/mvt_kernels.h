@@ -37,8 +37,9 @@ enum mvt_attention_impl
 {
     MVT_ATTN_AUTO = 0,
     MVT_ATTN_SIMT = 1,       /* any dtype, head_dim <= 128, any alignment (CUDA cores, online softmax) */
-    MVT_ATTN_TC_FIRST = 2    /* 2 .. mvt_attention_num_impls()-1: FP16 tensor-core tilings, sm_80+, see names;
-                                each is built for the head-dim classes where it fits (else cudaErrorInvalidValue) */
+    MVT_ATTN_TC_FIRST = 2    /* 2 .. mvt_attention_num_impls()-1: tensor-core tilings, sm_80+, see names: "tc_*"
+                                FP16, "x3_*" FP32 in 3xTF32 (FP32 accuracy, head_dim <= 64); each is built for the
+                                head-dim classes where it fits (else cudaErrorInvalidValue) */
 };
 
 /* Version of this ABI; bumped when a signature changes. */
@@ -69,8 +70,9 @@ MVT_API int32_t mvt_layernorm_ex(void const* x, float const* gamma, float const*
  *   packed qkv [..., N, 3*H*D]:  q = qkv, k = qkv + H*D, v = qkv + 2*H*D, in_row_stride = 3*H*D
  *   separate q, k, v [..., N, H*D]: in_row_stride = H*D
  * head_dim 1..128, seq_len >= 0 (any length), num_heads >= 1, any strides and element-aligned pointers. FP16 runs on
- * tensor cores (sm_80+) for every head dim (padded inside the kernel to 16/32/48/64/96/128); FP32 on CUDA cores
- * in FP32 (no TF32).
+ * tensor cores (sm_80+) for every head dim (padded inside the kernel to 16/32/48/64/96/128); FP32 with head_dim
+ * <= 64 on tensor cores in 3xTF32 (each product split into TF32 hi/lo parts, FP32-level accuracy; never plain
+ * TF32), larger head dims on CUDA cores in FP32.
  */
 MVT_API int32_t mvt_attention(void const* q, void const* k, void const* v, void* out, int64_t batch,
     int64_t seq_len, int32_t num_heads, int32_t head_dim, int64_t in_row_stride, int64_t out_row_stride,

@@ -134,7 +134,10 @@ int main()
         for (int offset : {1, 2, 3})
         {
             attention(2, 40, 2, 30, dtype, MVT_ATTN_AUTO, true, offset);
-            attention(1, 70, 1, 32, dtype, MVT_ATTN_TC_FIRST + 4, true, offset);
+            for (int impl = MVT_ATTN_TC_FIRST; impl < nImpls; ++impl)
+            {
+                attention(1, 70, 1, 32, dtype, impl, true, offset);
+            }
         }
     }
     std::printf("kernel_smoke: %d launches OK\n", gLaunches);
