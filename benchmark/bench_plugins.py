@@ -456,7 +456,8 @@ def print_tables(res):
         bi = min(impls, key=impls.get) if impls else None
         tf = r.get("torch_fastest") or {}
         print("  %-9s %-4s %4d %2d %3d %4d | %-16s %7s %7s | %-16s %7s | %7s %7s %7s | %-22s %7s | %6s %6s | %8s %s" % (
-            r["model"], r["dtype"][:4], r["N"], r["heads"], r["head_dim"], r["sequences"], r["auto_impl"][:16],
+            r["model"], r["dtype"].replace("float", "fp"), r["N"], r["heads"], r["head_dim"], r["sequences"],
+            r["auto_impl"][:16],
             fmt(us(r["mvt"])), fmt(us(r["mvt"], "kernel")), (bi or "-")[:16], fmt(impls.get(bi)),
             fmt(us(r["torch"].get("sdpa"))), fmt(us(r["torch"].get("sdpa_contiguous_inputs"))),
             fmt(us(r["torch"].get("explicit"))), tf.get("path", "-")[:22], fmt(tf.get("us")), fmt(r.get("speedup")),

@@ -1357,20 +1357,21 @@ TcImpl tcImpl(char const* name, int maxDim = 128)
         MVT_DTYPE_FLOAT16};
 }
 
-template <int D, int WQ, int WK, int KT>
-TcLauncher x3Launcher(int maxDim)
+// The launcher of one class; no kernel is compiled for a class above MAXD or where the tiling does not fit.
+template <int MAXD, int D, int WQ, int WK, int KT>
+TcLauncher x3Launcher()
 {
-    return D <= maxDim ? X3Pick<x3Fits(D, WQ, WK, KT), D, WQ, WK, KT>::get() : nullptr;
+    return X3Pick<D <= MAXD && x3Fits(D, WQ, WK, KT), D, WQ, WK, KT>::get();
 }
 
-// FP32 3xTF32 tiling, built for every kX3Dims class up to maxDim where it fits (x3Fits).
-template <int WQ, int WK, int KT>
-TcImpl x3Impl(char const* name, int maxDim = 64)
+// FP32 3xTF32 tiling, built for every kX3Dims class up to MAXD where it fits (x3Fits).
+template <int WQ, int WK, int KT, int MAXD = 64>
+TcImpl x3Impl(char const* name)
 {
     return TcImpl{name,
-        {x3Launcher<16, WQ, WK, KT>(maxDim), x3Launcher<24, WQ, WK, KT>(maxDim), x3Launcher<32, WQ, WK, KT>(maxDim),
-            x3Launcher<40, WQ, WK, KT>(maxDim), x3Launcher<48, WQ, WK, KT>(maxDim),
-            x3Launcher<64, WQ, WK, KT>(maxDim)},
+        {x3Launcher<MAXD, 16, WQ, WK, KT>(), x3Launcher<MAXD, 24, WQ, WK, KT>(), x3Launcher<MAXD, 32, WQ, WK, KT>(),
+            x3Launcher<MAXD, 40, WQ, WK, KT>(), x3Launcher<MAXD, 48, WQ, WK, KT>(),
+            x3Launcher<MAXD, 64, WQ, WK, KT>()},
         MVT_DTYPE_FLOAT32};
 }
 
@@ -1391,16 +1392,12 @@ TcImpl const kTcImpls[] = {
     tcImpl<1, 4, 64>("tc_q16_k4x64", 64),
     tcImpl<2, 4, 64>("tc_q32_k4x64", 64),
     tcImpl<4, 2, 128, 64>("tc_q64_k2x128s64", 64),
-    // FP32 on the tensor cores in 3xTF32 (FP32 accuracy): x3_q<query rows per block>_k<key warps>x<keys per warp>;
-    // classes where ptxas spilled are left out (maxDim)
+    // FP32 on the tensor cores in 3xTF32 (FP32 accuracy): x3_q<query rows per block>_k<key warps>x<keys per warp>.
+    // The FP32 sweep also timed q16_k1x32, q16_k1x64, q32_k1x64 and q64_k1x32: never the fastest, not kept.
     x3Impl<1, 1, 16>("x3_q16_k1x16"),
-    x3Impl<1, 1, 32>("x3_q16_k1x32"),
     x3Impl<4, 1, 16>("x3_q64_k1x16"),
-    x3Impl<1, 1, 64>("x3_q16_k1x64"),
-    x3Impl<2, 1, 64>("x3_q32_k1x64", 48),
     x3Impl<4, 1, 64>("x3_q64_k1x64"),
     x3Impl<8, 1, 64>("x3_q128_k1x64"),
-    x3Impl<4, 1, 32>("x3_q64_k1x32", 32),
     x3Impl<1, 4, 32>("x3_q16_k4x32"),
     x3Impl<2, 4, 32>("x3_q32_k4x32"),
 };
@@ -1530,7 +1527,14 @@ int autoTcIndex(AttnCall const& c, int smCount)
     return firstBuilt(c, {"tc_q16_k4x64", "tc_q16_k4x32", "tc_q16_k4x16"});
 }
 
-// FP32 (3xTF32) tiling rules, head dims <= 64 (above: the SIMT kernel). -1: use the SIMT kernel.
+// FP32 (3xTF32) tiling rules, from the FP32 sweep of benchmark/bench_plugins.py on an H200 (plugin/README.md); every
+// MobileViT shape ran faster on one of these than on the SIMT kernel, which stays for head dims > 64.
+//  * N <= 16: a 4-warp block of 64 query rows (one busy warp, the other three share the K/V copies).
+//  * N <= 128: 64 query rows per block, all keys in each warp.
+//  * longer: 128 query rows per block once there are ~0.9 blocks per SM (K/V staged once per 128 queries); at ~2
+//    blocks per SM and head dims > 32 (one shape: apple-s N=256, 128 pairs) 64 rows with 16-key tiles (fewer
+//    registers per warp); with fewer (batch, head) pairs the keys are split over 4 warps, 32 query rows per block
+//    when that still gives ~0.5 blocks per SM, else 16.
 int autoX3Index(AttnCall const& c, int smCount)
 {
     int64_t const seqs = c.batch * c.heads;
@@ -1541,17 +1545,26 @@ int autoX3Index(AttnCall const& c, int smCount)
     }
     if (c.n <= 16)
     {
-        return firstBuilt(c, {"x3_q16_k1x16"});
+        return firstBuilt(c, {"x3_q64_k1x16", "x3_q16_k1x16"});
     }
-    if (c.n <= 64)
+    if (c.n <= 128)
     {
         return firstBuilt(c, {"x3_q64_k1x64"});
     }
-    if ((c.n + 63) / 64 * seqs >= (sms * 9) / 10)
+    int64_t const blocks128 = (c.n + 127) / 128 * seqs;
+    if (blocks128 >= (sms * 18) / 10 && c.d > 32)
     {
-        return firstBuilt(c, {"x3_q64_k1x64"});
+        return firstBuilt(c, {"x3_q64_k1x16"});
     }
-    return firstBuilt(c, {"x3_q16_k4x32", "x3_q16_k1x64"});
+    if (blocks128 >= (sms * 9) / 10)
+    {
+        return firstBuilt(c, {"x3_q128_k1x64", "x3_q64_k1x64"});
+    }
+    if ((c.n + 31) / 32 * seqs >= sms / 2)
+    {
+        return firstBuilt(c, {"x3_q32_k4x32", "x3_q16_k4x32", "x3_q64_k1x64"});
+    }
+    return firstBuilt(c, {"x3_q16_k4x32", "x3_q64_k1x64"});
 }
 
 cudaError_t resolveImpl(AttnCall const& c, int requested, int& impl)

@@ -274,12 +274,19 @@ def test_attention_every_implementation(lib, mk, n, head_dim):
 
 
 @pytest.mark.parametrize("head_dim", [20, 30, 32, 33])
-def test_attention_fp32_tensor_cores_misaligned_pointers(lib, head_dim):
+def test_attention_fp32_tensor_cores_misaligned_pointers(lib, mk, head_dim):
     """FP32 tilings with qkv 1 and 2 floats off the 16-byte grid: 4- and 8-byte copies, FP32 accuracy."""
+    ran = 0
     for impl in [0] + _x3_impls(lib):
         for offset in (1, 2):
-            err = run_attention(lib, (2,), 64, 2, head_dim, torch.float32, packed=True, impl=impl, offset=offset)
+            try:
+                err = run_attention(lib, (2,), 64, 2, head_dim, torch.float32, packed=True, impl=impl, offset=offset)
+            except mk.KernelError as e:
+                assert impl != 0 and e.status == 1, str(e)  # not built for this head-dim class
+                continue
+            ran += 1
             assert err <= TOL[torch.float32], (lib.attention_impls()[impl], offset, err)
+    assert ran >= 8, ran
 
 
 @pytest.mark.parametrize("head_dim", [20, 30, 32, 33])
