@@ -31,7 +31,8 @@ def bench_interleaved(jobs, rounds=5, iters=10, warmup=3, threads=0, img_size=25
 
     ``jobs``: list of ``(variant, batch, path)``.  Each round times every job for ``iters`` calls, so a burst of
     load hits all variants alike; a job's figure is the median over rounds of the round p50, with the min..max of
-    the round p50s as its spread.  Returns one row per job.
+    the round p50s as its spread and the round p50s themselves (``round_p50_ms``: paired by round across jobs,
+    for ``selection.paired_ratio``).  Returns one row per job.
     """
     import statistics
 
@@ -65,5 +66,5 @@ def bench_interleaved(jobs, rounds=5, iters=10, warmup=3, threads=0, img_size=25
         m = statistics.median(meds)
         rows.append({"variant": variant, "batch": b, "onnx": os.path.basename(path), "latency_ms_p50": m,
                      "latency_ms_min": min(meds), "latency_ms_max": max(meds), "throughput_img_s": b * 1000.0 / m,
-                     "rounds": rounds, "iters": iters})
+                     "rounds": rounds, "iters": iters, "round_p50_ms": [round(x, 4) for x in meds]})
     return rows

@@ -32,10 +32,13 @@ STAGES = ("make", "engines", "accuracy", "cpu-bench")
 
 
 def run_pipeline(source, out="runs/default", plan=None, force=False, data_path=None, train_path=None,
-                 calib_count=100, acc_limit=None, acc_batch=8, bench_iters=20, stages=None, log=print):
+                 calib_count=100, acc_limit=None, acc_batch=8, bench_iters=50, stages=None, select=None,
+                 select_batch=1, log=print):
     """Run every stage of ``plan`` (default: :func:`plan.build_plan`) for ``source``; ``stages``: a subset of
     ("make", "engines", "accuracy", "cpu-bench") -- the data, calibration and make stages always run, everything
-    else depends on them; returns ``(results, runner)``; results and the report go to ``out``."""
+    else depends on them; ``select``: a top-1 budget in points (``--select --max-drop``): choose the fastest
+    variant within it at batch ``select_batch`` (:func:`select_stage`); returns ``(results, runner)``; results and
+    the report go to ``out``."""
     t_start = time.time()
     plan = plan or build_plan()
     want = set(stages or STAGES)
@@ -59,6 +62,8 @@ def run_pipeline(source, out="runs/default", plan=None, force=False, data_path=N
     results["accuracy"] = accuracy_stages(ctx, val_path, list(timed), engines, acc_limit,
                                           acc_batch) if "accuracy" in want else []
     results["cpu_latency"] = cpu_bench_stage(ctx, bench_iters) if "cpu-bench" in want else []
+    if select is not None:
+        results["selection"] = select_stage(ctx, results, engines, select, select_batch)
     results["stages"] = run.summary_rows()
     results["seconds"] = round(time.time() - t_start, 1)
     from .pipeline_report import write_report
@@ -247,6 +252,71 @@ def cpu_bench_stage(ctx, bench_iters):
     return ctx.run.run("cpu-bench", lambda: bench_interleaved(jobs, rounds=rounds, iters=5),
                        inputs=[p for _, _, p in jobs],
                        params={"rounds": rounds, "jobs": [j[:2] for j in jobs], "machine": platform.node()}) or []
+
+
+def selection_candidates(ctx, results, engines, batch):
+    """The candidates of :func:`select_stage`: every variant whose accuracy was measured, with its latency at
+    ``batch`` -- a TensorRT engine's where it ran (GPU), else the variant's own ONNX Runtime CPU series (a
+    stand-in); variants that have neither (plugin graphs: ONNX Runtime runs their nodes through reference ops)
+    are candidates without a latency, listed and never chosen."""
+    from .selection import candidate
+    acc = {r["variant"]: r for r in results.get("accuracy") or []}
+    trt = {(r["variant"], r["batch"]): r for r in results.get("trt_latency") or []}
+    cpu = {(r["variant"], r["batch"]): r for r in results.get("cpu_latency") or []}
+    out = []
+    for name, a in acc.items():
+        if name == "torch_fp32" or name not in ctx.plan and not name.startswith("trt "):
+            continue
+        if name.startswith("trt "):
+            v = name[4:]
+            t = trt.get((v, batch))
+            out.append(candidate(name, a.get("top1"), a.get("top5"), t and t["latency_ms_p50"],
+                                 t and t.get("latency_ms_min"), t and t.get("latency_ms_max"), "TensorRT",
+                                 engines.get(v, {}).get("engine")))
+            continue
+        v = ctx.plan[name]
+        c = cpu.get((v.cpu_series, batch)) if v.cpu_series == name else None
+        out.append(candidate(name, a.get("top1"), a.get("top5"), c and c["latency_ms_p50"],
+                             c and c.get("latency_ms_min"), c and c.get("latency_ms_max"),
+                             "ONNX Runtime CPU (stand-in)" if c else "", ctx.path(v)))
+    return out
+
+
+def select_stage(ctx, results, engines, max_drop, batch):
+    """Choose the fastest variant within ``max_drop`` top-1 points of the FP32 model (``selection.select``) and
+    write it as ``best.onnx`` (and ``best.engine`` + sidecar when the choice is an engine); the Pareto front and
+    the choice go to ``selection.json`` and the report.  Latency comes from TensorRT where engines ran, else from
+    ONNX Runtime on the CPU, labelled as a stand-in that does not predict TensorRT's ranking."""
+    import shutil
+
+    from .fileio import atomic_path, write_json
+    from .selection import pareto_front, select
+    ref = next((r for r in results.get("accuracy") or [] if r["variant"] == "torch_fp32"), None)
+    cands = selection_candidates(ctx, results, engines, batch)
+    chosen, rows = select(cands, ref and ref.get("top1"), max_drop)
+    front = [c.variant for c in pareto_front(cands)]
+    stand_in = chosen is not None and not chosen.variant.startswith("trt ")
+    out = {"max_drop": max_drop, "batch": batch, "reference_top1": ref and ref.get("top1"), "rows": rows,
+           "pareto": front, "chosen": chosen.variant if chosen else None, "files": [],
+           "latency_source": ("TensorRT engine" if chosen is not None and not stand_in else
+                              "ONNX Runtime on the CPU: a stand-in that does not predict TensorRT's ranking")}
+    if chosen is None:
+        out["reason"] = "no measured variant is within %.2f top-1 points of FP32" % max_drop
+        ctx.log("select: %s" % out["reason"])
+    else:
+        out["reason"] = next(r["reason"] for r in rows if r["status"] == "chosen")
+        onnx_src = ctx.path(ctx.plan[chosen.variant[4:]].engine.onnx or chosen.variant[4:]) if not stand_in \
+            else chosen.artifact
+        for src, name in [(onnx_src, "best.onnx")] + ([] if stand_in else [
+                (chosen.artifact, "best.engine"), (chosen.artifact + ".json", "best.engine.json")]):
+            dst = ctx.run.path(name)
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+            out["files"].append(name)
+        ctx.log("select: %s at batch %d (%s; latency: %s) -> %s" % (
+            chosen.variant, batch, out["reason"], out["latency_source"], ", ".join(out["files"])))
+    write_json(ctx.run.path("selection.json"), out)
+    return out
 
 
 def bench_stage(target, variant, warmup=20, iters=50):

@@ -59,6 +59,32 @@ def latency_pivot(rows, baseline_of):
     return variants, lat, spd
 
 
+def speedup_intervals(rows, baseline_of):
+    """Speed-up table rows by batch with intervals: ``baseline latency / variant latency`` per interleaved round
+    (``selection.paired_ratio``), as ``"1.42x [1.31, 1.55]"``, marked ``within noise`` when the interval holds 1;
+    a plain ratio where the rows carry no per-round figures."""
+    from .selection import format_ratio, paired_ratio
+    variants = []
+    for r in rows:
+        if r["variant"] not in variants:
+            variants.append(r["variant"])
+    out = []
+    for b in sorted(set(r["batch"] for r in rows)):
+        at = {r["variant"]: r for r in rows if r["batch"] == b}
+        base = at.get(baseline_of(b))
+        row = {"batch": b}
+        for v in variants:
+            if v not in at or base is None:
+                continue
+            x, y = base.get("round_p50_ms"), at[v].get("round_p50_ms")
+            if x and y and len(x) == len(y):
+                row[v] = format_ratio(paired_ratio(x, y))
+            else:
+                row[v] = "%.2fx" % (base["latency_ms_p50"] / at[v]["latency_ms_p50"])
+        out.append(row)
+    return variants, out
+
+
 def write_report(run, results, descriptions, log=print):
     """``descriptions``: variant name -> what it is (``plan.Plan.descriptions``)."""
     from . import plots
@@ -86,6 +112,14 @@ def write_report(run, results, descriptions, log=print):
     if results.get("accuracy"):
         pngs.append(plots.plot_accuracy(results["accuracy"], os.path.join(d, "accuracy.png"),
                                         "Top-1 on the held-out split, by variant"))
+    sel = results.get("selection")
+    if sel and sel.get("rows"):
+        rows = [dict(r, pareto=r["variant"] in sel.get("pareto", [])) for r in sel["rows"]]
+        pngs.append(plots.plot_pareto(rows, os.path.join(d, "pareto.png"),
+                                      "Latency vs top-1 at batch %d (latency: %s)" % (
+                                          sel["batch"], "TensorRT" if "TensorRT engine" == sel["latency_source"]
+                                          else "ONNX Runtime CPU stand-in"),
+                                      sel["max_drop"], sel.get("reference_top1")))
     md = _summary_md(results, descriptions, [os.path.basename(p) for p in pngs])
     write_text(os.path.join(d, "summary.md"), md)
     log("report: %s (+ results.json, CSV, %d PNG)" % (os.path.join(d, "summary.md"), len(pngs)))
@@ -124,6 +158,18 @@ def _summary_md(results, descriptions, pngs):
                 md_table(rows, ["variant", "top1_agreement", "max_abs_logit_err"],
                          {"top1_agreement": "top-1 agreement", "max_abs_logit_err": "max abs logit error"},
                          {"top1_agreement": "%.3f", "max_abs_logit_err": "%.4f"}), ""]
+    sel = results.get("selection")
+    if sel:
+        out += ["## Selection: the fastest variant within %.2f top-1 points of FP32 (batch %d)" % (
+            sel["max_drop"], sel["batch"]), "",
+                "**Chosen: %s** -- %s. Files: %s. Latency source: **%s**." % (
+                    sel["chosen"] or "none", sel["reason"], ", ".join(sel["files"]) or "none",
+                    sel["latency_source"]), "",
+                md_table([dict(r, pareto="yes" if r["variant"] in sel.get("pareto", []) else "")
+                          for r in sel["rows"]],
+                         ["variant", "status", "top1", "drop", "latency_ms", "runtime", "pareto", "reason"],
+                         {"top1": "top-1 %", "drop": "points below FP32", "latency_ms": "latency ms",
+                          "pareto": "Pareto"}, {"top1": "%.2f", "drop": "%.2f", "latency_ms": "%.3f"}), ""]
     ft = results.get("fusion_targets") or []
     if ft:
         out += ["## Fusion target per TensorRT", "",
@@ -139,7 +185,8 @@ def _summary_md(results, descriptions, pngs):
 
     cpu = results.get("cpu_latency") or []
     if cpu:
-        names, lat, spd = latency_pivot(cpu, lambda b: "base_static")
+        names, lat, _ = latency_pivot(cpu, lambda b: "base_static")
+        _, spd = speedup_intervals(cpu, lambda b: "base_static")
         cols = ["batch"] + names
         out += ["## Latency, ONNX Runtime on the CPU (ms per batch, p50)", "",
                 "`*_static`: one static-batch ONNX file per batch size. Machine: %s cores. Timing: every variant "
@@ -148,7 +195,9 @@ def _summary_md(results, descriptions, pngs):
                     mach.get("cores"), cpu[0].get("rounds"), cpu[0].get("iters")), "",
                 md_table(lat, cols, fmt={c: "%.2f" for c in names}), "",
                 "### Speed-up over the base FP32 static graph at the same batch (base_static latency / variant latency)",
-                "", md_table(spd, cols, fmt={c: "%.2f" for c in names}), ""]
+                "", "Median of the per-round ratios, [95 % bootstrap interval over rounds]; *within noise*: the "
+                "interval contains 1, so this machine cannot tell the two apart. ONNX Runtime on a CPU: it does not "
+                "predict TensorRT's ranking.", "", md_table(spd, cols), ""]
     trt = results.get("trt_latency") or []
     if trt:
         names, lat, spd = latency_pivot(trt, lambda b: "opt_dynamic")

@@ -17,7 +17,7 @@ def _save(fig, path):
 
 
 def plot_latency(rows, path, title, x="batch", series="variant"):
-    """Two panels: latency (ms, p50 with min..max bars) and throughput (img/s) against batch size."""
+    """Two panels: latency (ms, p50, min..max as a band) and throughput (img/s) against batch size."""
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     ax1.set_prop_cycle(color=plt.get_cmap("tab10").colors)
@@ -32,39 +32,81 @@ def plot_latency(rows, path, title, x="batch", series="variant"):
         ys = [r["latency_ms_p50"] for r in pts]
         lo = [max(0.0, r["latency_ms_p50"] - r.get("latency_ms_min", r["latency_ms_p50"])) for r in pts]
         hi = [max(0.0, r.get("latency_ms_max", r["latency_ms_p50"]) - r["latency_ms_p50"]) for r in pts]
-        ax1.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
+        line = ax1.plot(xs, ys, marker="o", label=name)[0]
+        if any(lo) or any(hi):  # spread as a band, not error bars that overlap
+            ax1.fill_between(xs, [y - d for y, d in zip(ys, lo)], [y + d for y, d in zip(ys, hi)],
+                             color=line.get_color(), alpha=0.15, linewidth=0)
         ax2.plot(xs, [r["throughput_img_s"] for r in pts], marker="o", label=name)
     from matplotlib.ticker import ScalarFormatter
     batches = sorted(set(r[x] for r in rows))
-    for ax, ylabel in ((ax1, "latency, ms per batch (p50; bars: min..max)"), (ax2, "throughput, images/s")):
+    for ax, ylabel in ((ax1, "latency, ms per batch (p50; band: min..max)"), (ax2, "throughput, images/s")):
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches)
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.grid(True, alpha=0.3)
+    ax1.legend(fontsize=8, loc="best")
     ax2.legend(fontsize=8, loc="best")
     fig.suptitle(title)
     return _save(fig, path)
 
 
 def plot_accuracy(rows, path, title):
-    """Horizontal bars: top-1 (and top-5 where present) per variant."""
+    """Horizontal bars: top-1 and top-5 (where measured) per variant; the axis starts above 0, which the label
+    says, and the size of one image (100 / n points) is printed."""
     plt = _plt()
     labels = [r["variant"] for r in rows]
     top1 = [r["top1"] for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    top5 = [r.get("top5") for r in rows]
+    n = max([int(r.get("images") or 0) for r in rows] or [0])
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.8))
     ys = list(range(len(rows)))
-    ax.barh(ys, top1, color="#4C72B0")
+    h = 0.4
+    ax.barh([y - h / 2 for y in ys], top1, height=h, color="#4C72B0", label="top-1")
+    if any(v is not None for v in top5):
+        ax.barh([y + h / 2 for y in ys], [v or 0 for v in top5], height=h, color="#A1C9F4", label="top-5")
     for y, v in zip(ys, top1):
-        ax.text(v, y, " %.2f%%" % v, va="center", fontsize=8)
+        ax.text(v, y - h / 2, " %.2f%%" % v, va="center", fontsize=7)
     ax.set_yticks(ys)
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
-    lo = min(top1) if top1 else 0
-    ax.set_xlim(max(0.0, lo - 5.0), 100.5)
-    ax.set_xlabel("top-1 accuracy, %")
+    lo = max(0.0, (min(top1) if top1 else 0) - 5.0)
+    ax.set_xlim(lo, 100.5)
+    ax.set_xlabel("accuracy, %% (axis from %.0f%%%s)" % (lo, "; one image = %.2f points, n = %d" % (100.0 / n, n)
+                                                          if n else ""))
     ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_pareto(rows, path, title, max_drop=None, reference_top1=None):
+    """Latency (x) against top-1 (y) of the measured candidates (``selection.select`` rows); the Pareto front
+    joined, the chosen one ringed, the budget as a dashed line."""
+    plt = _plt()
+    pts = [r for r in rows if r.get("top1") is not None and r.get("latency_ms") is not None]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = {"chosen": "#C44E52", "within budget": "#4C72B0", "over budget": "#999999"}
+    for r in pts:
+        ax.scatter([r["latency_ms"]], [r["top1"]], color=colours.get(r["status"], "#4C72B0"), zorder=3)
+        ax.annotate(r["variant"], (r["latency_ms"], r["top1"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+        if r["status"] == "chosen":
+            ax.scatter([r["latency_ms"]], [r["top1"]], s=220, facecolors="none", edgecolors="#C44E52", zorder=4,
+                       label="chosen")
+    front = [r for r in pts if r.get("pareto")]
+    front.sort(key=lambda r: r["latency_ms"])
+    if front:
+        ax.plot([r["latency_ms"] for r in front], [r["top1"] for r in front], color="#55A868", zorder=2,
+                label="Pareto front")
+    if max_drop is not None and reference_top1 is not None:
+        ax.axhline(reference_top1 - max_drop, color="#C44E52", linestyle="--", linewidth=1,
+                   label="budget: FP32 %.2f - %.2f" % (reference_top1, max_drop))
+    ax.set_xlabel("latency, ms per batch (p50)")
+    ax.set_ylabel("top-1, %")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     ax.set_title(title)
     return _save(fig, path)
 

@@ -12,8 +12,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("pipeline") / "run")
-    r = run_script(["pipeline.py", "--out", out, "--limit", "40", "--bench-iters", "2", "--calib-count", "16"],
-                   timeout=1500)
+    r = run_script(["pipeline.py", "--out", out, "--limit", "40", "--bench-iters", "15", "--calib-count", "16",
+                    "--select", "--max-drop", "0.5"], timeout=1500)
     return out, r
 
 
@@ -95,10 +95,33 @@ def test_pipeline_numbers_are_consistent(first_run):
 
 def test_pipeline_rerun_is_cached(first_run):
     out, _ = first_run
-    r = run_script(["pipeline.py", "--out", out, "--limit", "40", "--bench-iters", "2", "--calib-count", "16"],
-                   timeout=600)
+    r = run_script(["pipeline.py", "--out", out, "--limit", "40", "--bench-iters", "15", "--calib-count", "16",
+                    "--select", "--max-drop", "0.5"], timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     _, st = _stages(out)
     ran = [n for n, s in st.items() if s["status"] == "ran"]
     assert ran == [], ran
     assert st["export opt"]["status"] == "cached" and st["accuracy torch_fp32"]["status"] == "cached"
+
+
+def test_pipeline_selects_the_fastest_within_budget(first_run):
+    """--select: the choice is the fastest measured candidate within the budget (recomputed here from the
+    report's own rows), written as best.onnx, labelled as a CPU stand-in; the CPU speed-ups carry intervals."""
+    out, r = first_run
+    res, _ = _stages(out)
+    sel = res["selection"]
+    ref = next(a["top1"] for a in res["accuracy"] if a["variant"] == "torch_fp32")
+    inside = [row for row in sel["rows"] if row["latency_ms"] is not None and row["top1"] is not None
+              and ref - row["top1"] <= 0.5]
+    assert inside and sel["chosen"] == min(inside, key=lambda row: row["latency_ms"])["variant"]
+    assert "stand-in" in sel["latency_source"] and sel["files"] == ["best.onnx"]
+    import filecmp
+    chosen = [row for row in sel["rows"] if row["status"] == "chosen"][0]
+    assert filecmp.cmp(os.path.join(out, "best.onnx"), chosen["artifact"], shallow=False)
+    # plugin and fusion-target graphs are listed without a CPU latency, never chosen
+    assert {row["variant"]: row["status"] for row in sel["rows"]}["opt_dynamic_plugin"] == "not measured"
+    md = open(os.path.join(out, "summary.md")).read()
+    assert "## Selection" in md and "stand-in" in md and "pareto.png" in md
+    assert "[" in md.split("### Speed-up over the base FP32")[1].split("##")[0]      # intervals printed
+    with open(os.path.join(out, "pareto.png"), "rb") as f:
+        assert f.read(8) == PNG_MAGIC

@@ -29,7 +29,16 @@ def build_parser(prog=PROG):
     p.add_argument("--calib-count", type=cli.positive_int, default=100, help="calibration images (as the original)")
     p.add_argument("--limit", type=cli.positive_int, default=None,
                    help="evaluate a class-stratified seeded subset of N images")
-    p.add_argument("--bench-iters", type=cli.positive_int, default=20, help="timed ONNX Runtime calls per variant and batch (interleaved rounds of 5)")
+    p.add_argument("--bench-iters", type=cli.positive_int, default=50,
+                   help="timed ONNX Runtime calls per variant and batch, in interleaved rounds of 5 (at least 3 "
+                        "rounds; the speed-ups get bootstrap intervals over the rounds)")
+    s = p.add_argument_group("selection")
+    s.add_argument("--select", action="store_true",
+                   help="choose the fastest variant within --max-drop top-1 points of the FP32 model: best.onnx "
+                        "(+ best.engine where engines ran), the Pareto front (pareto.png), the reason")
+    s.add_argument("--max-drop", type=float, default=0.5, help="top-1 budget in points against FP32 (default 0.5)")
+    s.add_argument("--select-batch", type=int, default=1, choices=(1, 4, 8),
+                   help="the batch size whose latency decides (default 1)")
     p.add_argument("--opset", type=int, default=13)
     add_preprocess_args(p)
     return p
@@ -42,6 +51,9 @@ def main(argv=None, prog=PROG):
     from mobilevit_trt.pipeline import run_pipeline
     from mobilevit_trt.plan import build_plan
     cli.check_outputs(folders={"--out": args.out})
+    if not args.max_drop >= 0:
+        from mobilevit_trt.errors import UserError
+        raise UserError("--max-drop must be >= 0 top-1 points, got %g" % args.max_drop)
     model_path = args.model_path
     # no model named: the official XXS trained on the default dataset (--model original: the original project's)
     if model_path is None and args.model is None and os.path.isfile(DEFAULT_WEIGHTS):
@@ -52,10 +64,15 @@ def main(argv=None, prog=PROG):
     results, run = run_pipeline(source, out=args.out,
                                 plan=build_plan(opset=args.opset), force=args.force, data_path=args.data_path,
                                 train_path=args.train_path, calib_count=args.calib_count, acc_limit=args.limit,
-                                bench_iters=args.bench_iters)
+                                bench_iters=args.bench_iters, select=args.max_drop if args.select else None,
+                                select_batch=args.select_batch)
     from mobilevit_trt.report import format_table
     print()
     print(format_table(results["stages"], ["stage", "status", "seconds", "note"]))
+    sel = results.get("selection")
+    if sel:
+        print("\nselection (batch %d, budget %.2f top-1 points): %s -- %s\n  latency: %s" % (
+            sel["batch"], sel["max_drop"], sel["chosen"] or "none", sel["reason"], sel["latency_source"]))
     if run.failed:
         print("\nFAILED stages: %s" % ", ".join(run.failed), file=sys.stderr)
         return 1
