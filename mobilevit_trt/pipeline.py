@@ -313,6 +313,11 @@ def select_stage(ctx, results, engines, max_drop, batch):
             with atomic_path(dst) as tmp:
                 shutil.copyfile(src, tmp)
             out["files"].append(name)
+        if not stand_in:  # the chosen engine as a Triton model repository (engine + ONNX fallback)
+            from .triton import repository_for_engine
+            repository_for_engine(chosen.artifact, ctx.run.path("triton"), onnx_path=onnx_src, overwrite=True,
+                                  log=ctx.log)
+            out["files"].append("triton/")
         ctx.log("select: %s at batch %d (%s; latency: %s) -> %s" % (
             chosen.variant, batch, out["reason"], out["latency_source"], ", ".join(out["files"])))
     write_json(ctx.run.path("selection.json"), out)

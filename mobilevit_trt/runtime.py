@@ -349,8 +349,9 @@ def default_atol(precision):
 
 
 def benchmark_engine(engine_path, data=None, batches=None, warmup=20, iters=50, cuda_graph=False,
-                     profile_layers=False, atol=None, plugins=None, verbose=False, log=print):
-    """Time the engine per batch size and compare with reference logits (bench.benchmark_cases).
+                     profile_layers=False, atol=None, plugins=None, verbose=False, log=print, traces=None):
+    """Time the engine per batch size and compare with reference logits (bench.benchmark_cases; ``traces``: a dict
+    that receives each batch's per-iteration timestamps, for the trtexec-shaped ``--export-times``).
 
     Returns (rows, meta, layer_tables): one row dict per batch (latency p50/p90/p99, throughput, diff statistics,
     verdict, whether CUDA graphs ran), metadata, and [(batch, LayerTimes rows)] when ``profile_layers``."""
@@ -364,7 +365,7 @@ def benchmark_engine(engine_path, data=None, batches=None, warmup=20, iters=50, 
         precision = (r.meta or {}).get("precision", "fp32")
         tol = default_atol(precision) if atol is None else atol
         cases = select_cases(target, refs, batches, data, log=log)
-        rows = benchmark_cases(target, cases, warmup=warmup, iters=iters, atol=tol)
+        rows = benchmark_cases(target, cases, warmup=warmup, iters=iters, atol=tol, traces=traces)
         layer_tables = []
         if profile_layers:
             for case in cases:
