@@ -1,0 +1,522 @@
+"""Sensitivity-guided mixed INT8: keep the few layers that INT8 hurts most in float, quantize the rest.
+
+The recipe (``benchmark/mixed_int8.py`` drives it; ``docs/MIXED_INT8.md`` has the measured numbers):
+
+1. **Calibrate once.**  The activation ranges (Entropy or MinMax, exactly as :func:`precision.quantize_qdq`
+   computes them) are written once to an ONNX Runtime calibration cache; every Q/DQ graph below is
+   ``quantize_static`` with that cache and ``nodes_to_exclude``, so the float layers change and nothing else.
+2. **Sensitivity, one group at a time, by dequantizing.**  Start from the fully quantized graph and leave one
+   group (a node, or a block: :func:`group_nodes`) in float; measure the logits against FP32 on the calibration
+   inputs (``verify.judge``: max abs, mean abs, top-1 agreement).  A group's sensitivity is how much the error
+   falls when it alone is float (:func:`sensitivity_scores`).  Dequantize-one rather than quantize-one: the same
+   number of runs, but it measures each layer in the state the greedy search starts from (everything else INT8),
+   where quantization noise from upstream layers is amplified downstream; a layer quantized alone in an FP32
+   network understates exactly those layers.
+3. **Greedy exclusion under a budget** (:func:`greedy_exclusion`, a pure function): in ranking order, keep one
+   more group in float until the budget holds on a labelled check set (top-1 drop against FP32 at most
+   ``max_drop`` points, and optionally top-1 agreement with FP32 at least ``min_agreement``); then a pruning pass
+   re-quantizes each kept-float group, least sensitive first, wherever the budget still holds without it.
+4. **Report** the float groups and the fraction of Conv/MatMul/Gemm MACs left in INT8 (:func:`node_macs`, from ONNX
+   shape inference on a static-batch copy).
+
+Q/DQ placement stays what TensorRT's explicit quantization expects: ``quantize_static`` in QDQ format, symmetric
+int8 activations and per-channel weights, float biases (``QuantizeBias`` False), Q/DQ on Conv/MatMul/Gemm inputs
+only (``OpTypesToExcludeOutputQuantization``; ONNX Runtime's default, which ``precision.quantize_qdq`` keeps, also
+puts a Q/DQ pair on each quantized node's output: ``output_qdq=True`` reproduces that graph exactly).  An excluded node whose input tensor is shared with a quantized consumer would still read that tensor
+through the consumer's DequantizeLinear (ONNX Runtime rewires every consumer); :func:`unwire_excluded` gives it
+the float tensor back, so a float node has no Q/DQ at all (:func:`qdq_inputs` checks it).
+"""
+import collections
+import os
+import re
+import shutil
+import tempfile
+
+from .errors import UserError
+from .precision import ENTROPY_BINS, QDQ_METHODS, QDQ_OP_TYPES
+
+#: sensitivity metrics: key of ``verify.judge``'s result -> True where higher is better
+METRICS = {"mean_abs": False, "max_abs": False, "top1_agreement": True}
+GRANULARITIES = ("node", "block")
+
+
+def _onnx():
+    import onnx
+    return onnx
+
+
+# -- the graph: which nodes, how they group, how many MACs -----------------------------------------------------------
+
+def quantizable_nodes(model, op_types=QDQ_OP_TYPES):
+    """Names of the ``op_types`` nodes in graph order (what ``quantize_static`` quantizes).  UserError when one
+    is unnamed or two share a name: ``nodes_to_exclude`` addresses nodes by name."""
+    names = [n.name for n in model.graph.node if n.op_type in op_types]
+    if any(not n for n in names):
+        raise UserError("the graph has unnamed %s nodes: mixed INT8 excludes nodes by name" % "/".join(op_types))
+    dup = [k for k, v in collections.Counter(names).items() if v > 1]
+    if dup:
+        raise UserError("node names are not unique (e.g. %r): mixed INT8 excludes nodes by name" % dup[0])
+    return names
+
+
+_TRANSFORMER = re.compile(r"^transformer\.\d+$")
+
+
+def block_of(name):
+    """The block a node belongs to, from its exporter path: inside a transformer layer its attention or MLP part
+    (``.../transformer.0/attn``), else the first three path components (``/stages/stages.1/stages.1.0``: one
+    inverted-residual block; the convolutions of one MobileViT block), else the name itself."""
+    parts = name.strip("/").split("/")
+    for i, p in enumerate(parts):
+        if _TRANSFORMER.match(p) and i + 1 < len(parts) - 1:
+            return "/" + "/".join(parts[:i + 2])
+    if len(parts) > 3:
+        return "/" + "/".join(parts[:3])
+    if len(parts) > 1:
+        return "/" + "/".join(parts[:-1])
+    return name
+
+
+def group_nodes(names, granularity="node"):
+    """``OrderedDict group -> [node names]`` in graph order: one group per node, or per :func:`block_of`."""
+    if granularity not in GRANULARITIES:
+        raise UserError("granularity must be one of %s, got %r" % (", ".join(GRANULARITIES), granularity))
+    groups = collections.OrderedDict()
+    for n in names:
+        groups.setdefault(n if granularity == "node" else block_of(n), []).append(n)
+    return groups
+
+
+def static_batch_copy(model, batch=1):
+    """A copy of ``model`` whose graph inputs have batch ``batch`` where the first dimension is symbolic, with the
+    stale shape annotations (value_info) dropped."""
+    m = _onnx().ModelProto()
+    m.CopyFrom(model)
+    inits = {t.name for t in m.graph.initializer}
+    for vi in m.graph.input:
+        if vi.name in inits or not vi.type.tensor_type.shape.dim:
+            continue
+        d0 = vi.type.tensor_type.shape.dim[0]
+        if not (d0.HasField("dim_value") and d0.dim_value > 0):
+            d0.Clear()
+            d0.dim_value = int(batch)
+    for vi in m.graph.output:
+        if vi.type.tensor_type.shape.dim:
+            d0 = vi.type.tensor_type.shape.dim[0]
+            if not (d0.HasField("dim_value") and d0.dim_value > 0):
+                d0.Clear()
+                d0.dim_value = int(batch)
+    del m.graph.value_info[:]
+    return m
+
+
+def _shapes(model):
+    """{tensor: [dims]} after shape inference (ONNX's; ONNX Runtime's symbolic inference where ONNX leaves gaps)."""
+    onnx = _onnx()
+    from .reference_ops import with_check_domain
+
+    def collect(m):
+        out = {}
+        for vi in list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info):
+            dims = vi.type.tensor_type.shape.dim
+            if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+                out[vi.name] = [int(d.dim_value) for d in dims]
+        for t in m.graph.initializer:
+            out[t.name] = [int(d) for d in t.dims]
+        return out
+
+    shapes = collect(onnx.shape_inference.infer_shapes(with_check_domain(model)))
+    want = [o for n in model.graph.node if n.op_type in QDQ_OP_TYPES for o in n.output]
+    if all(o in shapes for o in want):
+        return shapes
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        shapes.update(collect(SymbolicShapeInference.infer_shapes(model, auto_merge=True)))
+    except Exception:  # noqa: BLE001 - the missing shapes are reported below
+        pass
+    return shapes
+
+
+def _prod(xs):
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
+
+
+def node_macs(model, op_types=QDQ_OP_TYPES, batch=1):
+    """``OrderedDict node name -> multiply-accumulates`` of each ``op_types`` node at batch ``batch`` (a dynamic
+    batch is fixed to it first), from the inferred shapes:
+
+    * Conv: ``N * C_out * prod(out spatial) * (C_in / group) * prod(kernel)``
+    * MatMul: ``prod(output shape) * K`` (K: the shared dimension; batched and broadcast products included)
+    * Gemm: ``M * N * K``
+
+    UserError when a shape is unknown."""
+    m = static_batch_copy(model, batch)
+    shapes = _shapes(m)
+    out = collections.OrderedDict()
+    for n in m.graph.node:
+        if n.op_type not in op_types:
+            continue
+        need = [n.input[0], n.input[1], n.output[0]]
+        missing = [t for t in need if t not in shapes]
+        if missing:
+            raise UserError("shape inference gives no static shape for %r (input of %s %s): MACs unknown"
+                            % (missing[0], n.op_type, n.name))
+        a, b, y = (shapes[t] for t in need)
+        if n.op_type == "Conv":
+            out[n.name] = _prod(y) * _prod(b[1:])            # y = [N, C_out, *spatial], w = [C_out, C_in/g, *k]
+        elif n.op_type == "MatMul":
+            out[n.name] = _prod(y) * (a[-1] if a else 1)     # a = [..., M, K] (or [K])
+        elif n.op_type == "Gemm":
+            trans_a = next((at.i for at in n.attribute if at.name == "transA"), 0)
+            out[n.name] = _prod(y) * (a[0] if trans_a else a[-1])
+        else:
+            raise UserError("MAC counting knows Conv, MatMul and Gemm, not %s" % n.op_type)
+    return out
+
+
+def int8_fraction(macs, excluded):
+    """Fraction of the MACs in ``macs`` (node -> MACs) on nodes not in ``excluded``."""
+    total = sum(macs.values())
+    excluded = set(excluded)
+    return float(sum(v for k, v in macs.items() if k not in excluded)) / total if total else float("nan")
+
+
+# -- Q/DQ graphs ----------------------------------------------------------------------------------------------------
+
+def qdq_inputs(model, names=None):
+    """``{node name: [True where input k is a DequantizeLinear output]}`` for the Conv/MatMul/Gemm nodes (or
+    ``names``): which inputs a TensorRT build would read as INT8."""
+    dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    want = set(names) if names is not None else None
+    out = {}
+    for n in model.graph.node:
+        if (want is None and n.op_type in QDQ_OP_TYPES) or (want is not None and n.name in want):
+            out[n.name] = [x in dq_out for x in n.input]
+    return out
+
+
+def unwire_excluded(model, excluded):
+    """Give excluded nodes their float inputs back where ``quantize_static`` fed them a DequantizeLinear output
+    (a tensor shared with a quantized consumer: ``Q -> DQ -> {quantized, excluded}``), then drop Q/DQ nodes left
+    without consumers.  Returns the number of inputs rewired (in place)."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    excluded = set(excluded)
+    rewired = 0
+    for n in g.node:
+        if n.name not in excluded:
+            continue
+        for k, x in enumerate(n.input):
+            dq = producer.get(x)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                continue  # a quantized initializer: not something an excluded node is given
+            n.input[k] = q.input[0]
+            rewired += 1
+    if rewired:
+        graph_outputs = {o.name for o in g.output}
+        while True:
+            used = {x for n in g.node for x in n.input} | graph_outputs
+            dead = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                    and not any(o in used for o in n.output)]
+            if not dead:
+                break
+            dead_ids = {id(n) for n in dead}
+            keep = [n for n in g.node if id(n) not in dead_ids]
+            del g.node[:]
+            g.node.extend(keep)
+        used = {x for n in g.node for x in n.input}
+        keep_inits = [t for t in g.initializer if t.name in used or t.name in graph_outputs]
+        del g.initializer[:]
+        g.initializer.extend(keep_inits)
+    return rewired
+
+
+def calibration_cache(model_path, calib_inputs, method, work, op_types=QDQ_OP_TYPES, entropy_bins=ENTROPY_BINS):
+    """The activation ranges :func:`precision.quantize_qdq` would compute, saved once as an ONNX Runtime
+    calibration cache in ``work``; returns ``(path, calibration description)``.  Entropy: ``entropy_bins``
+    histogram bins into 128 (precision's own routine); MinMax: ONNX Runtime's MinMax calibrator with
+    ``quantize_static``'s default options (so the cache holds exactly the ranges it computes itself)."""
+    from pathlib import Path
+
+    from . import precision
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    reader = precision._calibration_reader(_input_name(model_path), calib_inputs, _reader_batch(model_path,
+                                                                                                  calib_inputs))
+    with precision._quiet_ort():
+        if method == "entropy":
+            return (precision._entropy_ranges(model_path, reader, op_types, entropy_bins, work),
+                    "entropy (%d histogram bins -> 128)" % entropy_bins)
+        cal = create_calibrator(Path(model_path), list(op_types),
+                                augmented_model_path=os.path.join(work, "aug.onnx"),
+                                calibrate_method=CalibrationMethod.MinMax, extra_options={})
+        cal.collect_data(reader)
+        cache = os.path.join(work, "ranges.json")
+        save_tensors_data(cal.compute_data(), cache)
+        return cache, "minmax"
+
+
+def _input_name(model_path):
+    return _onnx().load(model_path, load_external_data=False).graph.input[0].name
+
+
+def _reader_batch(model_path, calib_inputs):
+    """precision.quantize_qdq's calibration batch: the ONNX's static batch, else min(8, N)."""
+    d0 = _onnx().load(model_path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    return d0.dim_value if d0.HasField("dim_value") and d0.dim_value > 0 else min(8, len(calib_inputs))
+
+
+def quantize_with_cache(model_path, out_path, cache, method, exclude=(), op_types=QDQ_OP_TYPES, per_channel=True,
+                        output_qdq=False, metadata_from=None):
+    """``quantize_static`` with :func:`precision.quantize_qdq`'s settings, the ranges of ``cache`` (from
+    :func:`calibration_cache`) and ``nodes_to_exclude=exclude``; excluded nodes then :func:`unwire_excluded`.
+
+    ``output_qdq``: False (default): Q/DQ on the inputs and weights of the quantized nodes only
+    (``OpTypesToExcludeOutputQuantization``), TensorRT's recommended placement (a Q/DQ pair between a Conv and
+    its activation stops TensorRT fusing them); True: ONNX Runtime's default, which also quantizes each quantized
+    node's output -- what ``precision.quantize_qdq`` writes.  ``metadata_from``: a ModelProto whose
+    preprocessing record is copied.  Returns (qdq_summary, inputs rewired)."""
+    onnx = _onnx()
+    from . import precision
+    from .fileio import atomic_path
+    from .preprocess import METADATA_KEY, copy_onnx_metadata
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calib_method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax}[method]
+    with atomic_path(out_path) as tmp:
+        with precision._quiet_ort():
+            quantize_static(model_path, tmp, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
+                            per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=list(exclude), calibrate_method=calib_method,
+                            extra_options={"QuantizeBias": False, "ActivationSymmetric": True,
+                                           "WeightSymmetric": True,
+                                           "OpTypesToExcludeOutputQuantization": [] if output_qdq else list(op_types)},
+                            calibration_cache_path=cache)
+        q = onnx.load(tmp)
+        rewired = unwire_excluded(q, exclude)
+        if metadata_from is not None and any(p.key == METADATA_KEY for p in metadata_from.metadata_props):
+            q = copy_onnx_metadata(metadata_from, q)
+        summary = precision.qdq_summary(q)
+        if summary["int32_dq"]:
+            raise RuntimeError("quantize_static left %d int32 DequantizeLinear nodes (TensorRT rejects them)"
+                               % summary["int32_dq"])
+        onnx.save(q, tmp)
+    return summary, rewired
+
+
+class MixedQuantizer(object):
+    """One FP32 ONNX, its calibration ranges (computed once) and the Q/DQ graphs made from them
+    (``output_qdq``: see :func:`quantize_with_cache`).
+
+    ``build(exclude, out_path)`` writes the Q/DQ graph with ``exclude`` (node names) in float; ``backend(exclude)``
+    an ``OnnxRuntimeBackend`` on such a graph in the work folder.  Use as a context manager (the work folder is
+    deleted on exit)."""
+
+    def __init__(self, onnx_path, calib_inputs, method="entropy", op_types=QDQ_OP_TYPES, entropy_bins=ENTROPY_BINS,
+                 output_qdq=False, log=None):
+        import inspect
+
+        import numpy as np
+        onnx = _onnx()
+        from onnxruntime.quantization import quantize_static
+
+        from .precision import has_qdq
+        if method not in QDQ_METHODS:
+            raise UserError("calibration method must be one of %s, got %r" % (", ".join(QDQ_METHODS), method))
+        if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+            raise UserError("this ONNX Runtime's quantize_static takes no calibration_cache_path: mixed INT8 needs "
+                            "ONNX Runtime >= 1.22 (pip install -U onnxruntime)")
+        if not onnx_path or not os.path.isfile(onnx_path):
+            raise UserError("ONNX file not found: %s" % onnx_path)
+        self.calib_inputs = np.ascontiguousarray(calib_inputs, dtype=np.float32)
+        if self.calib_inputs.ndim != 4 or len(self.calib_inputs) == 0:
+            raise UserError("calibration inputs must be a non-empty [N,3,H,W] array, got shape %s"
+                            % (self.calib_inputs.shape,))
+        self.source = os.path.abspath(onnx_path)
+        self.model = onnx.load(onnx_path)
+        if has_qdq(self.model):
+            raise UserError("%s already carries Q/DQ nodes (a QAT export?): mixed INT8 starts from an FP32 graph"
+                            % onnx_path)
+        self.method, self.op_types, self.output_qdq = method, tuple(op_types), bool(output_qdq)
+        self.nodes = quantizable_nodes(self.model, self.op_types)
+        self.macs = node_macs(self.model, self.op_types)
+        self._work = tempfile.mkdtemp(prefix="mixed-int8.")
+        self._local = os.path.join(self._work, "model.onnx")
+        onnx.save(self.model, self._local)  # ORT writes its augmented model beside its input: keep it here
+        self._n = 0
+        self.cache, self.calibration = calibration_cache(self._local, self.calib_inputs, method, self._work,
+                                                         self.op_types, entropy_bins)
+        if log:
+            log("calibrated once (%s, %d inputs); %d %s nodes, %.1f M MACs at batch 1"
+                % (self.calibration, len(self.calib_inputs), len(self.nodes), "/".join(self.op_types),
+                   sum(self.macs.values()) / 1e6))
+
+    def check_names(self, exclude):
+        unknown = [n for n in exclude if n not in self.macs]
+        if unknown:
+            raise UserError("not a %s node of %s: %s" % ("/".join(self.op_types), self.source, unknown[0]))
+        return list(exclude)
+
+    def build(self, exclude, out_path):
+        """Write the Q/DQ graph with ``exclude`` in float to ``out_path``; returns its report."""
+        exclude = self.check_names(exclude)
+        summary, rewired = quantize_with_cache(self._local, out_path, self.cache, self.method, exclude,
+                                               self.op_types, output_qdq=self.output_qdq, metadata_from=self.model)
+        return {"path": os.path.abspath(out_path), "source": self.source, "method": self.method,
+                "calibration": self.calibration, "calibration_inputs": int(len(self.calib_inputs)),
+                "float_nodes": exclude, "inputs_rewired": rewired, "output_qdq": self.output_qdq,
+                "int8_mac_fraction": int8_fraction(self.macs, exclude), "qdq": summary}
+
+    def backend(self, exclude):
+        """An ``OnnxRuntimeBackend`` on the Q/DQ graph with ``exclude`` in float (a fresh file in the work folder)."""
+        from .backends import OnnxRuntimeBackend
+        self._n += 1
+        path = os.path.join(self._work, "variant_%d.onnx" % self._n)
+        self.build(exclude, path)
+        try:
+            return OnnxRuntimeBackend(path)
+        finally:
+            os.unlink(path)  # the session holds the graph
+
+    def close(self):
+        shutil.rmtree(self._work, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# -- sensitivity and the greedy search (pure functions) --------------------------------------------------------------
+
+def sensitivity_scores(base, per_group, metric="mean_abs"):
+    """``{group: score}``: how much ``metric`` improves when the group alone is float (``per_group[g]``) compared
+    with the fully quantized graph (``base``); the dicts are ``verify.judge`` results.  Higher: more sensitive."""
+    if metric not in METRICS:
+        raise UserError("sensitivity metric must be one of %s, got %r" % (", ".join(METRICS), metric))
+    sign = 1.0 if METRICS[metric] else -1.0
+    return collections.OrderedDict((g, sign * (float(r[metric]) - float(base[metric])))
+                                   for g, r in per_group.items())
+
+
+def rank_groups(scores, cost=None):
+    """Groups most sensitive first.  Ties (equal scores) go to the cheaper group first (``cost``: group -> MACs
+    kept in float if it is excluded), then graph order (the order of ``scores``)."""
+    order = {g: i for i, g in enumerate(scores)}
+    cost = cost or {}
+    return sorted(scores, key=lambda g: (-scores[g], cost.get(g, 0), order[g]))
+
+
+def budget(max_drop=None, min_agreement=None):
+    """A budget test for :func:`greedy_exclusion`: ``holds(result)`` where ``result["drop"]`` (points of top-1
+    below FP32) is at most ``max_drop`` and ``result["agreement"]`` (top-1 agreement with FP32, a fraction) is at
+    least ``min_agreement``; either may be None (not tested), not both."""
+    if max_drop is None and min_agreement is None:
+        raise UserError("give a budget: a maximum top-1 drop and/or a minimum top-1 agreement")
+
+    def holds(result):
+        ok = True
+        if max_drop is not None:
+            ok = ok and result["drop"] <= max_drop + 1e-9
+        if min_agreement is not None:
+            ok = ok and result["agreement"] >= min_agreement - 1e-12
+        return ok
+    return holds
+
+
+def greedy_exclusion(ranking, measure, holds, prune=True, max_groups=None, log=None):
+    """The float set, chosen greedily.
+
+    ``ranking``: groups, most sensitive first; ``measure(excluded tuple) -> result`` (e.g. the check-set
+    accuracy); ``holds(result) -> bool`` (:func:`budget`).
+
+    Forward: measure with nothing excluded, then with the first 1, 2, ... groups of ``ranking`` (at most
+    ``max_groups``) until the budget holds: the shortest ranking prefix that meets it.  Backward (``prune``):
+    each group of that prefix, least sensitive first, is re-quantized where the budget still holds without it,
+    so every group left in float was needed when it was tested.  A budget that no prefix meets: everything tried
+    is excluded, ``met`` False.  Returns ``{"excluded": [...] in ranking order, "met", "result": the measured
+    result of the returned set, "history": [{"excluded", "result", "holds", "step"}]}``; each set is measured
+    once."""
+    ranking = list(ranking)
+    limit = len(ranking) if max_groups is None else min(int(max_groups), len(ranking))
+    history, seen = [], {}
+
+    def run(excluded, step):
+        key = tuple(excluded)
+        if key not in seen:
+            r = measure(key)
+            ok = bool(holds(r))
+            seen[key] = (r, ok)
+            history.append({"step": step, "excluded": list(key), "result": r, "holds": ok})
+            if log:
+                log("%s: %d float -> %s" % (step, len(key), "budget holds" if ok else "over budget"))
+        return seen[key]
+
+    k = 0
+    result, ok = run((), "forward")
+    while not ok and k < limit:
+        k += 1
+        result, ok = run(tuple(ranking[:k]), "forward")
+    chosen = list(ranking[:k])
+    if not ok:
+        return {"excluded": chosen, "met": False, "result": result, "history": history}
+    if prune and len(chosen) > 1:
+        for g in reversed(list(chosen)):
+            trial = [x for x in chosen if x != g]
+            r, trial_ok = run(tuple(trial), "prune")
+            if trial_ok:
+                chosen, result = trial, r
+    return {"excluded": chosen, "met": True, "result": result, "history": history}
+
+
+# -- the measurements -----------------------------------------------------------------------------------------------
+
+def logit_errors(backend, inputs, ref_logits):
+    """``verify.judge`` of ``backend`` on ``inputs`` against ``ref_logits`` (statistics only)."""
+    from .verify import Tolerance, judge, run_all
+    return judge(run_all(backend, inputs), ref_logits, Tolerance())
+
+
+def measure_sensitivity(mq, groups, ref_logits, inputs=None, log=None):
+    """``(base, {group: result})``: ``logit_errors`` of the fully quantized graph and of the graph with each
+    group alone in float, on ``inputs`` (default: the calibration inputs) against ``ref_logits``."""
+    x = mq.calib_inputs if inputs is None else inputs
+    with mq.backend(()) as b:
+        base = logit_errors(b, x, ref_logits)
+    if log:
+        log("all INT8: mean abs %.4g, max abs %.4g, top-1 agreement %.1f%%"
+            % (base["mean_abs"], base["max_abs"], 100 * base["top1_agreement"]))
+    out = collections.OrderedDict()
+    for i, (g, nodes) in enumerate(groups.items()):
+        with mq.backend(nodes) as b:
+            out[g] = logit_errors(b, x, ref_logits)
+        if log:
+            log("[%d/%d] %s float: mean abs %.4g, max abs %.4g, top-1 agreement %.1f%%"
+                % (i + 1, len(groups), g, out[g]["mean_abs"], out[g]["max_abs"], 100 * out[g]["top1_agreement"]))
+    return base, out
+
+
+def check_accuracy(backend, dataset, ref=None, limit=None, batch=None, workers=None):
+    """``accuracy.evaluate`` on ``dataset`` with the logits kept; with ``ref`` (the FP32 result of the same
+    call) also ``drop`` (points of top-1 below it) and ``agreement`` (top-1 agreement with its logits)."""
+    from .accuracy import evaluate
+    from .metrics import top1_agreement
+    res = evaluate(backend, dataset, batch=batch, limit=limit, show_progress=False, workers=workers,
+                   keep_logits=True)
+    if ref is not None:
+        res["drop"] = float(ref["top1"] - res["top1"])
+        res["agreement"] = top1_agreement(res["logits"], ref["logits"])
+    return res
+
+
+def public(result):
+    """An accuracy result without its logit arrays (for JSON)."""
+    return {k: v for k, v in result.items() if k not in ("logits", "labels")}
