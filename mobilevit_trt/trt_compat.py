@@ -123,6 +123,17 @@ BRANCHES = {
                             "names": [("OnnxParserFlag", "ENABLE_PLUGIN_OVERRIDE"), ("OnnxParser", "set_flag")]},
         "none": {"serves": ("8.2.4", "8.6.1"), "names": []},
     },
+    "attention": {
+        # the ONNX Attention importer (10.14+) builds IAttention (ATTENTION_INPUT / ATTENTION_OUTPUT layers);
+        # mark_attention_decomposable sets IAttention.decomposable through IAttentionInputLayer.attention, which
+        # the TensorRT-RTX binding has (RTX has no dedicated FP32 attention kernel).  The 10.16 and 11.1 API
+        # tables list no members of IAttentionInputLayer: there the layers stay as parsed (none).
+        "iattention": {"serves": ("rtx",),
+                       "names": [("INetworkDefinition", "get_layer"), ("ILayer", "type"),
+                                 ("LayerType", "ATTENTION_INPUT"), ("IAttentionInputLayer", "attention"),
+                                 ("IAttention", "decomposable")]},
+        "none": {"serves": ("8.2.4", "8.6.1", "10.16", "11.1"), "names": []},
+    },
 }
 
 #: Names used on every release, by build.py / runtime.py / calib.py / this module.
@@ -168,7 +179,7 @@ NON_TRT_ATTRIBUTES = frozenset([
     "deserialize", "execute", "destroy", "free", "logger", "engine",  # this toolkit's own helpers/attributes
     "append", "read", "write", "update", "clear",  # list, file, calibration cache, dict, GraphCache
     "float32", "itemsize",  # numpy
-    "node", "type",  # onnx GraphProto / ValueInfoProto
+    "node", "type", "value",  # onnx GraphProto / ValueInfoProto / metadata_props entries
 ])
 
 
@@ -209,6 +220,8 @@ def select_branches(has):
                             else "after_plain_enqueue")
     sel["parser_flags"] = ("plugin_override" if has("OnnxParserFlag", "ENABLE_PLUGIN_OVERRIDE")
                            and has("OnnxParser", "set_flag") else "none")
+    sel["attention"] = ("iattention" if has("IAttentionInputLayer", "attention") and has("IAttention", "decomposable")
+                        else "none")
     return sel
 
 
@@ -352,7 +365,7 @@ def create_network(api, builder):
 
 def mark_attention_decomposable(api, network, decomposable=True):
     """Mark every IAttention of a parsed network decomposable; return how many (0: no attention layers, or a
-    TensorRT before 10.14, which has none).
+    binding without ``IAttentionInputLayer.attention``: TensorRT before 10.14, and the 10.16 / 11.1 tables).
 
     TensorRT-RTX 1.7 has no dedicated FP32 attention kernel ("Attention operation was not supported by a
     dedicated kernel ... may be marked as decomposable, using the TensorRT IAttention::setDecomposable method");
@@ -361,17 +374,15 @@ def mark_attention_decomposable(api, network, decomposable=True):
     the non-standard attribute ``TRT_decomposable=1``, which ``onnx.checker`` rejects.  ``network.get_layer``
     returns plain ILayer objects: each ``ATTENTION_INPUT`` layer is viewed as ``IAttentionInputLayer`` to reach
     its ``attention`` (the Python binding's downcast idiom)."""
-    kind = getattr(getattr(api.module, "LayerType", None), "ATTENTION_INPUT", None)
-    if kind is None:
+    if api.branches["attention"] != "iattention":
         return 0
-    cls = getattr(api.module, "IAttentionInputLayer", None)
+    kind = api.module.LayerType.ATTENTION_INPUT
+    cls = api.module.IAttentionInputLayer
     count = 0
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         if layer.type != kind:
             continue
-        if cls is None:
-            raise RuntimeError("%s has ATTENTION_INPUT layers but no IAttentionInputLayer class" % api.display_name)
         layer.__class__ = cls
         layer.attention.decomposable = bool(decomposable)
         count += 1

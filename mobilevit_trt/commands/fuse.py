@@ -95,7 +95,7 @@ def main(argv=None, prog=PROG):
         write_report(getattr(e, "report", None), str(e))
         raise
     for op, n in report["counts"].items():
-        print("  %-26s %3d" % (op, n))
+        print("  %-10s %3d fused" % (op, n))
     report["input"] = os.path.abspath(args.input_path)
     report["output"] = os.path.abspath(args.save_path)
 
