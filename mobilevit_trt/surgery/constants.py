@@ -313,29 +313,23 @@ class _Analysis(object):
                 while not n.startswith(prefix):
                     prefix = prefix[:-1]
             prefix = prefix[:prefix.rfind("/") + 1] if "/" in prefix else ""
-        base = prefix + op_type
-        name, i = base, 1
-        while name in self.used_node_names:
-            name = "%s_%d" % (base, i)
-            i += 1
-        self.used_node_names.add(name)
-        return name
+        return self.unique_node_name(prefix + op_type)
 
     def unique_node_name(self, base):
-        name, i = base, 1
-        while name in self.used_node_names:
-            name = "%s_%d" % (base, i)
-            i += 1
-        self.used_node_names.add(name)
-        return name
+        return _unique(base, self.used_node_names)
 
     def tensor_name(self, base):
-        name, i = base, 1
-        while name in self.used_tensor_names:
-            name = "%s_%d" % (base, i)
-            i += 1
-        self.used_tensor_names.add(name)
-        return name
+        return _unique(base, self.used_tensor_names)
+
+
+def _unique(base, used):
+    """``base``, or ``base_1``, ``base_2`` ... the first not in ``used``; recorded in ``used``."""
+    name, i = base, 1
+    while name in used:
+        name = "%s_%d" % (base, i)
+        i += 1
+    used.add(name)
+    return name
 
 
 def _numeric(np, v):
