@@ -14,6 +14,7 @@ import os
 import time
 
 from mobilevit_trt import cli
+from mobilevit_trt.precision import QDQ_METHODS
 
 RUN = os.path.join("runs", "accuracy-official")
 
@@ -36,11 +37,11 @@ def build_parser():
                    help="budget: top-1 drop against FP32 on the check set, in points")
     p.add_argument("--min-agreement", type=float, default=None,
                    help="budget: also top-1 agreement with FP32 on the check set at least this fraction (0..1)")
-    p.add_argument("--method", choices=("entropy", "minmax"), default="entropy", help="activation calibration")
+    p.add_argument("--method", choices=QDQ_METHODS, default="entropy", help="activation calibration")
     p.add_argument("--output-qdq", action="store_true",
-                   help="also Q/DQ on each quantized node's output (ONNX Runtime's default, the graph "
-                        "precision.quantize_qdq and accuracy_table.py write); without it: Q/DQ on Conv/MatMul/Gemm "
-                        "inputs and weights only, TensorRT's placement")
+                   help="also Q/DQ on each quantized node's output (ONNX Runtime's default placement); without "
+                        "it: Q/DQ on Conv/MatMul/Gemm inputs and weights only, TensorRT's placement (what every "
+                        "Q/DQ graph of the toolkit uses)")
     p.add_argument("--granularity", choices=("node", "block"), default="node",
                    help="sensitivity and exclusion per Conv/MatMul/Gemm node, or per block (an inverted-residual "
                         "block, the convolutions of a MobileViT block, a transformer layer's attention or MLP)")

@@ -2,9 +2,9 @@
 
 The recipe (``benchmark/mixed_int8.py`` drives it; ``docs/MIXED_INT8.md`` has the measured numbers):
 
-1. **Calibrate once.**  The activation ranges (Entropy or MinMax, exactly as :func:`precision.quantize_qdq`
-   computes them) are written once to an ONNX Runtime calibration cache; every Q/DQ graph below is
-   ``quantize_static`` with that cache and ``nodes_to_exclude``, so the float layers change and nothing else.
+1. **Calibrate once.**  The activation ranges (``precision.calibrate_ranges``: Entropy, MinMax or percentile)
+   are written once to an ONNX Runtime calibration cache; every Q/DQ graph below is ``precision.quantize_qdq``
+   with that cache and ``exclude``, so the float layers change and nothing else.
 2. **Sensitivity, one group at a time, by dequantizing.**  Start from the fully quantized graph and leave one
    group (a node, or a block: :func:`group_nodes`) in float; measure the logits against FP32 on the calibration
    inputs (``verify.judge``: max abs, mean abs, top-1 agreement).  A group's sensitivity is how much the error
@@ -19,12 +19,9 @@ The recipe (``benchmark/mixed_int8.py`` drives it; ``docs/MIXED_INT8.md`` has th
 4. **Report** the float groups and the fraction of Conv/MatMul/Gemm MACs left in INT8 (:func:`node_macs`, from ONNX
    shape inference on a static-batch copy).
 
-Q/DQ placement stays what TensorRT's explicit quantization expects: ``quantize_static`` in QDQ format, symmetric
-int8 activations and per-channel weights, float biases (``QuantizeBias`` False), Q/DQ on Conv/MatMul/Gemm inputs
-only (``OpTypesToExcludeOutputQuantization``; ONNX Runtime's default, which ``precision.quantize_qdq`` keeps, also
-puts a Q/DQ pair on each quantized node's output: ``output_qdq=True`` reproduces that graph exactly).  An excluded node whose input tensor is shared with a quantized consumer would still read that tensor
-through the consumer's DequantizeLinear (ONNX Runtime rewires every consumer); :func:`unwire_excluded` gives it
-the float tensor back, so a float node has no Q/DQ at all (:func:`qdq_inputs` checks it).
+Q/DQ placement is ``precision.quantize_qdq``'s, the toolkit's one quantizer: Q/DQ on the inputs and weights of
+the quantized Conv/MatMul/Gemm only (TensorRT's placement; ``output_qdq=True`` adds ONNX Runtime's output pairs),
+and a float node has no Q/DQ on any input (``precision.unwire_excluded``; :func:`qdq_inputs` checks it).
 """
 import collections
 import os
@@ -33,7 +30,7 @@ import shutil
 import tempfile
 
 from .errors import UserError
-from .precision import ENTROPY_BINS, QDQ_METHODS, QDQ_OP_TYPES
+from .precision import ENTROPY_BINS, QDQ_METHODS, QDQ_OP_TYPES, calibrate_ranges, quantize_qdq
 
 #: sensitivity metrics: key of ``verify.judge``'s result -> True where higher is better
 METRICS = {"mean_abs": False, "max_abs": False, "top1_agreement": True}
@@ -198,119 +195,6 @@ def qdq_inputs(model, names=None):
     return out
 
 
-def unwire_excluded(model, excluded):
-    """Give excluded nodes their float inputs back where ``quantize_static`` fed them a DequantizeLinear output
-    (a tensor shared with a quantized consumer: ``Q -> DQ -> {quantized, excluded}``), then drop Q/DQ nodes left
-    without consumers.  Returns the number of inputs rewired (in place)."""
-    g = model.graph
-    producer = {o: n for n in g.node for o in n.output}
-    excluded = set(excluded)
-    rewired = 0
-    for n in g.node:
-        if n.name not in excluded:
-            continue
-        for k, x in enumerate(n.input):
-            dq = producer.get(x)
-            if dq is None or dq.op_type != "DequantizeLinear":
-                continue
-            q = producer.get(dq.input[0])
-            if q is None or q.op_type != "QuantizeLinear":
-                continue  # a quantized initializer: not something an excluded node is given
-            n.input[k] = q.input[0]
-            rewired += 1
-    if rewired:
-        graph_outputs = {o.name for o in g.output}
-        while True:
-            used = {x for n in g.node for x in n.input} | graph_outputs
-            dead = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                    and not any(o in used for o in n.output)]
-            if not dead:
-                break
-            dead_ids = {id(n) for n in dead}
-            keep = [n for n in g.node if id(n) not in dead_ids]
-            del g.node[:]
-            g.node.extend(keep)
-        used = {x for n in g.node for x in n.input}
-        keep_inits = [t for t in g.initializer if t.name in used or t.name in graph_outputs]
-        del g.initializer[:]
-        g.initializer.extend(keep_inits)
-    return rewired
-
-
-def calibration_cache(model_path, calib_inputs, method, work, op_types=QDQ_OP_TYPES, entropy_bins=ENTROPY_BINS):
-    """The activation ranges :func:`precision.quantize_qdq` would compute, saved once as an ONNX Runtime
-    calibration cache in ``work``; returns ``(path, calibration description)``.  Entropy: ``entropy_bins``
-    histogram bins into 128 (precision's own routine); MinMax: ONNX Runtime's MinMax calibrator with
-    ``quantize_static``'s default options (so the cache holds exactly the ranges it computes itself)."""
-    from pathlib import Path
-
-    from . import precision
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator
-    from onnxruntime.quantization.calibrate import save_tensors_data
-
-    reader = precision._calibration_reader(_input_name(model_path), calib_inputs, _reader_batch(model_path,
-                                                                                                  calib_inputs))
-    with precision._quiet_ort():
-        if method == "entropy":
-            return (precision._entropy_ranges(model_path, reader, op_types, entropy_bins, work),
-                    "entropy (%d histogram bins -> 128)" % entropy_bins)
-        cal = create_calibrator(Path(model_path), list(op_types),
-                                augmented_model_path=os.path.join(work, "aug.onnx"),
-                                calibrate_method=CalibrationMethod.MinMax, extra_options={})
-        cal.collect_data(reader)
-        cache = os.path.join(work, "ranges.json")
-        save_tensors_data(cal.compute_data(), cache)
-        return cache, "minmax"
-
-
-def _input_name(model_path):
-    return _onnx().load(model_path, load_external_data=False).graph.input[0].name
-
-
-def _reader_batch(model_path, calib_inputs):
-    """precision.quantize_qdq's calibration batch: the ONNX's static batch, else min(8, N)."""
-    d0 = _onnx().load(model_path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
-    return d0.dim_value if d0.HasField("dim_value") and d0.dim_value > 0 else min(8, len(calib_inputs))
-
-
-def quantize_with_cache(model_path, out_path, cache, method, exclude=(), op_types=QDQ_OP_TYPES, per_channel=True,
-                        output_qdq=False, metadata_from=None):
-    """``quantize_static`` with :func:`precision.quantize_qdq`'s settings, the ranges of ``cache`` (from
-    :func:`calibration_cache`) and ``nodes_to_exclude=exclude``; excluded nodes then :func:`unwire_excluded`.
-
-    ``output_qdq``: False (default): Q/DQ on the inputs and weights of the quantized nodes only
-    (``OpTypesToExcludeOutputQuantization``), TensorRT's recommended placement (a Q/DQ pair between a Conv and
-    its activation stops TensorRT fusing them); True: ONNX Runtime's default, which also quantizes each quantized
-    node's output -- what ``precision.quantize_qdq`` writes.  ``metadata_from``: a ModelProto whose
-    preprocessing record is copied.  Returns (qdq_summary, inputs rewired)."""
-    onnx = _onnx()
-    from . import precision
-    from .fileio import atomic_path
-    from .preprocess import METADATA_KEY, copy_onnx_metadata
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    calib_method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax}[method]
-    with atomic_path(out_path) as tmp:
-        with precision._quiet_ort():
-            quantize_static(model_path, tmp, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
-                            per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=list(exclude), calibrate_method=calib_method,
-                            extra_options={"QuantizeBias": False, "ActivationSymmetric": True,
-                                           "WeightSymmetric": True,
-                                           "OpTypesToExcludeOutputQuantization": [] if output_qdq else list(op_types)},
-                            calibration_cache_path=cache)
-        q = onnx.load(tmp)
-        rewired = unwire_excluded(q, exclude)
-        if metadata_from is not None and any(p.key == METADATA_KEY for p in metadata_from.metadata_props):
-            q = copy_onnx_metadata(metadata_from, q)
-        summary = precision.qdq_summary(q)
-        if summary["int32_dq"]:
-            raise RuntimeError("quantize_static left %d int32 DequantizeLinear nodes (TensorRT rejects them)"
-                               % summary["int32_dq"])
-        onnx.save(q, tmp)
-    return summary, rewired
-
-
 class MixedQuantizer(object):
     """One FP32 ONNX, its calibration ranges (computed once) and the Q/DQ graphs made from them
     (``output_qdq``: see :func:`quantize_with_cache`).
@@ -351,8 +235,8 @@ class MixedQuantizer(object):
         self._local = os.path.join(self._work, "model.onnx")
         onnx.save(self.model, self._local)  # ORT writes its augmented model beside its input: keep it here
         self._n = 0
-        self.cache, self.calibration = calibration_cache(self._local, self.calib_inputs, method, self._work,
-                                                         self.op_types, entropy_bins)
+        self.cache, self.calibration = calibrate_ranges(self._local, self.calib_inputs, method, self._work,
+                                                        self.op_types, entropy_bins)
         if log:
             log("calibrated once (%s, %d inputs); %d %s nodes, %.1f M MACs at batch 1"
                 % (self.calibration, len(self.calib_inputs), len(self.nodes), "/".join(self.op_types),
@@ -367,12 +251,11 @@ class MixedQuantizer(object):
     def build(self, exclude, out_path):
         """Write the Q/DQ graph with ``exclude`` in float to ``out_path``; returns its report."""
         exclude = self.check_names(exclude)
-        summary, rewired = quantize_with_cache(self._local, out_path, self.cache, self.method, exclude,
-                                               self.op_types, output_qdq=self.output_qdq, metadata_from=self.model)
-        return {"path": os.path.abspath(out_path), "source": self.source, "method": self.method,
-                "calibration": self.calibration, "calibration_inputs": int(len(self.calib_inputs)),
-                "float_nodes": exclude, "inputs_rewired": rewired, "output_qdq": self.output_qdq,
-                "int8_mac_fraction": int8_fraction(self.macs, exclude), "qdq": summary}
+        rep = quantize_qdq(self._local, out_path, method=self.method, op_types=self.op_types, exclude=exclude,
+                           output_qdq=self.output_qdq, cache=self.cache)
+        return dict(rep, source=self.source, calibration=self.calibration,
+                    calibration_inputs=int(len(self.calib_inputs)),
+                    int8_mac_fraction=int8_fraction(self.macs, exclude))
 
     def backend(self, exclude):
         """An ``OnnxRuntimeBackend`` on the Q/DQ graph with ``exclude`` in float (a fresh file in the work folder)."""

@@ -5,7 +5,9 @@
   (the ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div chain that opset < 17 exports, or LayerNormalization), Softmax,
   Q/DQ nodes, and the gamma/beta inputs of the LayerNorm plugin node (plugin_spec: always float32).
 * :func:`quantize_qdq`: explicit INT8 Q/DQ with ONNX Runtime's ``quantize_static`` -- symmetric, per-channel
-  weights, biases left in float (TensorRT rejects the int32 bias DequantizeLinear), calibrated on given inputs.
+  weights, biases left in float (TensorRT rejects the int32 bias DequantizeLinear), Q/DQ on the inputs of the
+  quantized nodes (TensorRT's placement), calibrated (:func:`calibrate_ranges`: Entropy, MinMax, percentile) on
+  given inputs or from a cache, named nodes left in float (mixed INT8).
 Checking a converted graph against its source is ``verify.compare_files``.
 """
 import collections
@@ -30,7 +32,9 @@ FP16_MAX = 65504.0
 
 #: ops quantized by quantize_qdq by default: TensorRT runs these in INT8 when their inputs carry Q/DQ
 QDQ_OP_TYPES = ("Conv", "MatMul", "Gemm")
-QDQ_METHODS = ("entropy", "minmax")
+QDQ_METHODS = ("entropy", "minmax", "percentile")
+#: the percentile of |activation| that ``percentile`` calibration keeps (pytorch-quantization / ModelOpt use 99.99)
+PERCENTILE = 99.99
 #: histogram bins for entropy calibration (TensorRT uses 2048; ORT's Python search is quadratic in the bins:
 #: about 13 s at 512 and 90 s at 2048 for MobileViT-XXS on 2 cores)
 ENTROPY_BINS = 512
@@ -471,29 +475,108 @@ def _quiet_ort():
     return quiet()
 
 
-def _entropy_ranges(model_path, reader, op_types, bins, work):
-    """Entropy (KL) calibration with ``bins`` histogram bins into 128 quantized bins, saved as an ORT
-    calibration cache; returns its path.  quantize_static's own Entropy uses 128 bins for 128 quantized bins,
-    which never clips (it is MinMax by another name), and offers no option to change that."""
+def calibration_batch(model, n):
+    """The calibration batch: the ONNX's static batch, else min(8, ``n``)."""
+    d0 = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return d0.dim_value if d0.HasField("dim_value") and d0.dim_value > 0 else min(8, n)
+
+
+def calibrate_ranges(model_path, calib_inputs, method, work, op_types=QDQ_OP_TYPES, entropy_bins=ENTROPY_BINS,
+                     percentile=PERCENTILE):
+    """The activation ranges of ``method`` on ``calib_inputs``, computed once and saved as an ONNX Runtime
+    calibration cache in ``work`` (ORT writes its augmented model there too); returns ``(cache path, calibration
+    description)``.
+
+    * ``entropy``: KL search over ``entropy_bins`` histogram bins into 128 quantized bins (TensorRT's
+      IInt8EntropyCalibrator2 idea; ``quantize_static``'s own Entropy uses 128 bins into 128, which never clips).
+    * ``minmax``: ONNX Runtime's MinMax calibrator with ``quantize_static``'s defaults.
+    * ``percentile``: the symmetric ``percentile``-th percentile of |x| over a 2048-bin histogram (TensorRT's
+      legacy calibrator's quantile idea, pytorch-quantization's ``percentile`` method).
+    """
     from pathlib import Path
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
     from onnxruntime.quantization.calibrate import save_tensors_data
-    cal = create_calibrator(Path(model_path), list(op_types), augmented_model_path=os.path.join(work, "aug.onnx"),
-                            calibrate_method=CalibrationMethod.Entropy,
-                            extra_options={"symmetric": True, "num_bins": int(bins), "num_quantized_bins": 128})
-    cal.collect_data(reader)
-    ranges = cal.compute_data()
+    model = _onnx().load(model_path, load_external_data=False)
+    reader = _calibration_reader(model.graph.input[0].name, calib_inputs, calibration_batch(model, len(calib_inputs)))
+    if method == "entropy":
+        cm, opts = CalibrationMethod.Entropy, {"symmetric": True, "num_bins": int(entropy_bins),
+                                               "num_quantized_bins": 128}
+        what = "entropy (%d histogram bins -> 128)" % entropy_bins
+    elif method == "percentile":
+        cm, opts = CalibrationMethod.Percentile, {"symmetric": True, "num_bins": 2048, "percentile": float(percentile)}
+        what = "percentile (%g, 2048 bins)" % percentile
+    else:
+        cm, opts, what = CalibrationMethod.MinMax, {}, "minmax"
+    with _quiet_ort():
+        cal = create_calibrator(Path(model_path), list(op_types), augmented_model_path=os.path.join(work, "aug.onnx"),
+                                calibrate_method=cm, extra_options=opts)
+        cal.collect_data(reader)
+        ranges = cal.compute_data()
     cache = os.path.join(work, "ranges.json")
     save_tensors_data(ranges, cache)
-    return cache
+    return cache, what
 
 
-def quantize_qdq(in_path, out_path, calib_inputs, method="entropy", op_types=QDQ_OP_TYPES, per_channel=True,
-                 entropy_bins=ENTROPY_BINS, log=None):
-    """Explicit INT8 Q/DQ ONNX that TensorRT accepts: symmetric activations and weights, per-channel weights,
-    float biases.  ``calib_inputs``: [N,3,H,W] float32; ``method``: 'entropy' or 'minmax'.
-    Returns a report with :func:`qdq_summary` counts."""
+def unwire_excluded(model, excluded):
+    """Give excluded nodes their float inputs back where ``quantize_static`` fed them a DequantizeLinear output
+    (a tensor shared with a quantized consumer: ``Q -> DQ -> {quantized, excluded}``; ONNX Runtime rewires every
+    consumer), then drop Q/DQ nodes left without consumers.  Returns the number of inputs rewired (in place)."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    excluded = set(excluded)
+    rewired = 0
+    for n in g.node:
+        if n.name not in excluded:
+            continue
+        for k, x in enumerate(n.input):
+            dq = producer.get(x)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                continue  # a quantized initializer: not something an excluded node is given
+            n.input[k] = q.input[0]
+            rewired += 1
+    if rewired:
+        graph_outputs = {o.name for o in g.output}
+        while True:
+            used = {x for n in g.node for x in n.input} | graph_outputs
+            dead = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                    and not any(o in used for o in n.output)]
+            if not dead:
+                break
+            dead_ids = {id(n) for n in dead}
+            keep = [n for n in g.node if id(n) not in dead_ids]
+            del g.node[:]
+            g.node.extend(keep)
+        used = {x for n in g.node for x in n.input}
+        keep_inits = [t for t in g.initializer if t.name in used or t.name in graph_outputs]
+        del g.initializer[:]
+        g.initializer.extend(keep_inits)
+    return rewired
+
+
+def _has_cache_arg():
     import inspect
+    from onnxruntime.quantization import quantize_static
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
+def quantize_qdq(in_path, out_path, calib_inputs=None, method="entropy", op_types=QDQ_OP_TYPES, per_channel=True,
+                 entropy_bins=ENTROPY_BINS, percentile=PERCENTILE, exclude=(), output_qdq=False, cache=None, log=None):
+    """Explicit INT8 Q/DQ ONNX that TensorRT accepts -- the toolkit's one quantizer (PTQ variants, mixed INT8,
+    ``convert_to_trt.py --int8 --calib qdq``).
+
+    ONNX Runtime's ``quantize_static`` in QDQ format: symmetric int8 activations and per-channel symmetric int8
+    weights, float biases (TensorRT rejects the int32 bias DequantizeLinear).  ``method``: 'entropy', 'minmax' or
+    'percentile' (:func:`calibrate_ranges`); ``calib_inputs``: [N,3,H,W] float32, or ``cache``: the ranges of an
+    earlier :func:`calibrate_ranges` call (calibrate once, quantize many times).  ``exclude``: node names left in
+    float, with no Q/DQ on any of their inputs (:func:`unwire_excluded`).
+
+    ``output_qdq`` False (default): Q/DQ on the inputs and weights of the quantized Conv/MatMul/Gemm only, the
+    placement TensorRT's explicit quantization expects (a Q/DQ pair between a Conv and its activation, or before
+    a residual Add, stops TensorRT fusing them); True: ONNX Runtime's default, which also quantizes each quantized
+    node's output.  Returns a report with :func:`qdq_summary` counts."""
     import tempfile
 
     import numpy as np
@@ -501,49 +584,66 @@ def quantize_qdq(in_path, out_path, calib_inputs, method="entropy", op_types=QDQ
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     if method not in QDQ_METHODS:
         raise UserError("calibration method must be one of %s, got %r" % (", ".join(QDQ_METHODS), method))
-    calib_inputs = np.asarray(calib_inputs, dtype=np.float32)
-    if calib_inputs.ndim != 4 or len(calib_inputs) == 0:
-        raise UserError("calibration inputs must be a non-empty [N,3,H,W] array, got shape %s"
-                        % (calib_inputs.shape,))
+    if cache is None:
+        calib_inputs = np.asarray(calib_inputs if calib_inputs is not None else [], dtype=np.float32)
+        if calib_inputs.ndim != 4 or len(calib_inputs) == 0:
+            raise UserError("calibration inputs must be a non-empty [N,3,H,W] array, got shape %s"
+                            % (calib_inputs.shape,))
     src = onnx.load(in_path)
     if has_qdq(src):
         raise UserError("%s already carries Q/DQ nodes (a QAT export?): build it as it is" % in_path)
-    dim0 = src.graph.input[0].type.tensor_type.shape.dim[0]
-    batch = dim0.dim_value if dim0.HasField("dim_value") and dim0.dim_value > 0 else min(8, len(calib_inputs))
-    calib_method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax}[method]
-    reader = _calibration_reader(src.graph.input[0].name, calib_inputs, batch)
-    has_cache_arg = "calibration_cache_path" in inspect.signature(quantize_static).parameters
-    calibration = method
+    names = {n.name for n in src.graph.node if n.op_type in op_types}
+    unknown = [n for n in exclude if n not in names]
+    if unknown:
+        raise UserError("not a %s node of %s: %s" % ("/".join(op_types), in_path, unknown[0]))
+    calib_method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+                    "percentile": CalibrationMethod.Percentile}[method]
+    extra = {"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True,
+             "OpTypesToExcludeOutputQuantization": [] if output_qdq else list(op_types)}
+    calibration = method if cache is None else "%s (cached ranges)" % method
+    n_calib = None if cache is not None else int(len(calib_inputs))
     with atomic_path(out_path) as tmp:
-        with tempfile.TemporaryDirectory() as work, _quiet_ort():
+        with tempfile.TemporaryDirectory() as work:
             # ORT writes an augmented model for calibration beside its input: keep it out of the user's folder
             local = os.path.join(work, "model.onnx")
             onnx.save(src, local)
-            kwargs = {}
-            if method == "entropy" and has_cache_arg:
-                kwargs["calibration_cache_path"] = _entropy_ranges(local, reader, op_types, entropy_bins, work)
-                calibration = "entropy (%d histogram bins -> 128)" % entropy_bins
-                reader = None
-            elif method == "entropy":
-                calibration = "entropy (ONNX Runtime default: 128 bins -> 128, no clipping)"
-            quantize_static(local, tmp, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
-                            per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=calib_method,
-                            extra_options={"QuantizeBias": False, "ActivationSymmetric": True,
-                                           "WeightSymmetric": True}, **kwargs)
+            reader, kwargs = None, {}
+            if cache is None and _has_cache_arg():
+                cache, calibration = calibrate_ranges(local, calib_inputs, method, work, op_types, entropy_bins,
+                                                      percentile)
+            if cache is not None:
+                if not _has_cache_arg():
+                    raise UserError("this ONNX Runtime's quantize_static takes no calibration_cache_path: reusing "
+                                    "calibration ranges needs ONNX Runtime >= 1.22 (pip install -U onnxruntime)")
+                kwargs["calibration_cache_path"] = cache
+            else:  # an older ONNX Runtime: its own calibration (Entropy: 128 bins -> 128, no clipping)
+                reader = _calibration_reader(src.graph.input[0].name, calib_inputs,
+                                             calibration_batch(src, len(calib_inputs)))
+                extra.update(CalibPercentile=float(percentile), CalibTensorRangeSymmetric=True)
+                calibration = {"entropy": "entropy (ONNX Runtime default: 128 bins -> 128, no clipping)",
+                               "percentile": "percentile (%g, ONNX Runtime default bins)" % percentile}.get(method,
+                                                                                                         method)
+            with _quiet_ort():
+                quantize_static(local, tmp, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
+                                per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                nodes_to_exclude=list(exclude), calibrate_method=calib_method, extra_options=extra,
+                                **kwargs)
         q = onnx.load(tmp)
+        rewired = unwire_excluded(q, exclude)
         if any(p.key == METADATA_KEY for p in src.metadata_props):
-            onnx.save(copy_onnx_metadata(src, q), tmp)  # the model's preprocessing travels with the Q/DQ copy
+            q = copy_onnx_metadata(src, q)  # the model's preprocessing travels with the Q/DQ copy
         summary = qdq_summary(q)
         if summary["int32_dq"]:
             raise RuntimeError("quantize_static left %d int32 DequantizeLinear nodes (TensorRT rejects them)"
                                % summary["int32_dq"])
+        onnx.save(q, tmp)
     report = {"path": os.path.abspath(out_path), "source": os.path.abspath(in_path), "method": method,
-              "calibration": calibration, "calibration_inputs": int(len(calib_inputs)), "op_types": list(op_types),
-              "per_channel": bool(per_channel), "qdq": summary}
+              "calibration": calibration, "calibration_inputs": n_calib, "op_types": list(op_types),
+              "per_channel": bool(per_channel), "output_qdq": bool(output_qdq), "float_nodes": list(exclude),
+              "inputs_rewired": rewired, "qdq": summary}
     if log:
-        log("Q/DQ ONNX (ONNX Runtime quantize_static, %s calibration on %d inputs): %d QuantizeLinear, "
-            "%d DequantizeLinear (%d per-channel weight, %d int32) -> %s"
-            % (calibration, len(calib_inputs), summary["quantize_linear"], summary["dequantize_linear"],
-               summary["weight_dq_per_channel"], summary["int32_dq"], out_path))
+        log("Q/DQ ONNX (ONNX Runtime quantize_static, %s calibration): %d QuantizeLinear, %d DequantizeLinear "
+            "(%d per-channel weight)%s -> %s"
+            % (calibration, summary["quantize_linear"], summary["dequantize_linear"],
+               summary["weight_dq_per_channel"], ", %d nodes float" % len(exclude) if exclude else "", out_path))
     return report

@@ -205,15 +205,25 @@ def test_excluded_nodes_have_no_qdq_and_the_others_do(tiny, tmp_path, method):
 
 
 def test_full_build_matches_precision_quantize_qdq(tiny, tmp_path):
-    """Calibrating once and quantizing from the cache gives precision.quantize_qdq's graph (same ranges)."""
+    """Calibrating once and quantizing from the cache gives precision.quantize_qdq's graph (same ranges), in both
+    Q/DQ placements; the placements differ."""
+    import onnx
+
     from mobilevit_trt.backends import OnnxRuntimeBackend
     from mobilevit_trt.precision import quantize_qdq
     path, x = tiny
-    quantize_qdq(path, str(tmp_path / "ref.onnx"), x, method="minmax")
-    with mi.MixedQuantizer(path, x, "minmax", output_qdq=True) as mq:
-        mq.build([], str(tmp_path / "full.onnx"))
-    with OnnxRuntimeBackend(str(tmp_path / "ref.onnx")) as a, OnnxRuntimeBackend(str(tmp_path / "full.onnx")) as b:
-        np.testing.assert_array_equal(a.infer(x), b.infer(x))
+    outs = {}
+    for output_qdq in (False, True):
+        ref, full = str(tmp_path / ("ref%d.onnx" % output_qdq)), str(tmp_path / ("full%d.onnx" % output_qdq))
+        quantize_qdq(path, ref, x, method="minmax", output_qdq=output_qdq)
+        with mi.MixedQuantizer(path, x, "minmax", output_qdq=output_qdq) as mq:
+            mq.build([], full)
+        with OnnxRuntimeBackend(ref) as a, OnnxRuntimeBackend(full) as b:
+            outs[output_qdq] = a.infer(x)
+            np.testing.assert_array_equal(outs[output_qdq], b.infer(x))
+        n_q = sum(n.op_type == "QuantizeLinear" for n in onnx.load(ref).graph.node)
+        outs["q%d" % output_qdq] = n_q
+    assert outs["q1"] > outs["q0"]
 
 
 def test_sensitivity_and_greedy_end_to_end(tiny):

@@ -147,7 +147,7 @@ def test_fp16_of_a_graph_declaring_its_constants(tmp_path):
     np.testing.assert_allclose(got, want, rtol=0, atol=5e-3 * np.abs(want).max())  # float16: ~3 digits
 
 
-@pytest.mark.parametrize("method", ["minmax", "entropy"])
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
 def test_qdq_graph_per_channel_no_int32_bias_and_accuracy(xxs_onnx, check_inputs, tmp_path, method):
     out = str(tmp_path / ("qdq_%s.onnx" % method))
     calib = precision.structured_inputs(8, seed=2)
@@ -173,6 +173,48 @@ def test_qdq_graph_per_channel_no_int32_bias_and_accuracy(xxs_onnx, check_inputs
     print(verdict_line("Q/DQ (%s)" % method, stats, "FP32 ONNX"))
     assert stats["top1_agreement"] >= QDQ_MIN_TOP1
     assert stats["max_abs"] <= QDQ_RANGE_FRACTION * span, (stats, span)
+
+
+def test_percentile_range_is_the_percentile_of_abs_activation(xxs_onnx, tmp_path):
+    """calibrate_ranges('percentile') of the graph input against NumPy's percentile of |x| (2048-bin histogram:
+    within two bin widths; ONNX Runtime clamps each end of (-t, t) to the signed min / max of x); MinMax's range of the same tensor is [min x, max x],
+    and percentile clips below it."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+    x = precision.structured_inputs(4, seed=5)
+    got = {}
+    for method in ("percentile", "minmax"):
+        work = tmp_path / method
+        work.mkdir()
+        cache, _ = precision.calibrate_ranges(xxs_onnx, x, method, str(work))
+        got[method] = [float(np.ravel(v)[0]) for v in load_tensors_data(cache)["input"].range_value]
+    lo, hi = got["percentile"]
+    absx = np.abs(x)
+    want = np.percentile(absx, precision.PERCENTILE)
+    t = max(-lo, hi)
+    assert abs(t - want) <= 2 * absx.max() / 2048, (lo, hi, want)
+    assert lo == pytest.approx(max(-t, float(x.min()))) and hi == pytest.approx(min(t, float(x.max())))
+    assert got["minmax"] == pytest.approx([float(x.min()), float(x.max())], rel=1e-6) and t < absx.max()
+
+
+def test_qdq_placement_inputs_only_by_default(xxs_onnx, tmp_path):
+    """TensorRT's placement: every activation Q/DQ pair feeds a quantized Conv/MatMul/Gemm (none sits only
+    before a SiLU, an Add or a Softmax, where it would stop a fusion) unless output_qdq, which adds such pairs."""
+    import collections
+    calib = precision.structured_inputs(2, seed=6)
+    counts = {}
+    for output_qdq in (False, True):
+        out = str(tmp_path / ("q%d.onnx" % output_qdq))
+        precision.quantize_qdq(xxs_onnx, out, calib, method="minmax", output_qdq=output_qdq)
+        m = onnx.load(out)
+        consumers = collections.defaultdict(list)
+        for n in m.graph.node:
+            for x in n.input:
+                consumers[x].append(n)
+        dq_of = {n.input[0]: n for n in m.graph.node if n.op_type == "DequantizeLinear"}
+        counts[output_qdq] = sum(
+            1 for q in m.graph.node if q.op_type == "QuantizeLinear"
+            and not any(c.op_type in precision.QDQ_OP_TYPES for c in consumers[dq_of[q.output[0]].output[0]]))
+    assert counts[False] == 0 and counts[True] > 0, counts
 
 
 def test_qdq_refuses_an_already_quantized_model(tmp_path, xxs_onnx):
