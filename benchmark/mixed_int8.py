@@ -31,6 +31,10 @@ def build_parser():
     p.add_argument("--check", default=None,
                    help="labelled check set the budget is tested on during the greedy search (default: the --val "
                         "data; a separate split avoids choosing on the split that is reported)")
+    p.add_argument("--split-val", type=int, default=None, metavar="SEED",
+                   help="split the --val data into two class-stratified halves (seeded): the budget is checked on "
+                        "one, the result reported on the other (for a model whose training split is too easy to "
+                        "show INT8's loss); not with --check")
     p.add_argument("--check-limit", type=cli.positive_int, default=None,
                    help="a class-stratified seeded subset of N check images (default: all)")
     p.add_argument("--max-drop", type=float, default=0.2,
@@ -78,21 +82,24 @@ def main(argv=None):
     from mobilevit_trt import mixed_int8 as mi
     from mobilevit_trt.backends import OnnxRuntimeBackend
     from mobilevit_trt.calib import load_calibration_data
-    from mobilevit_trt.data import default_split, open_dataset
+    from mobilevit_trt.data import default_split, open_dataset, split_halves
     from mobilevit_trt.fileio import write_json, write_text
     from mobilevit_trt.preprocess import Preprocess
-    from mobilevit_trt.verify import run_all
 
     t_start = time.time()
     timings = {}
     pp = Preprocess.from_onnx(args.onnx)
+    if args.split_val is not None and args.check:
+        raise UserError("--split-val checks on one half of --val: leave out --check")
     val_path = args.val or default_split("val")
     check_path = args.check or val_path
     x = load_calibration_data(args.calib, limit=args.calib_limit, preprocess=pp,
                               origin="ONNX metadata of %s" % args.onnx)
     val_ds = open_dataset(val_path, preprocess=pp)
     check_ds = val_ds if check_path == val_path else open_dataset(check_path, preprocess=pp)
-    same = check_path == val_path and not args.check_limit
+    if args.split_val is not None:
+        check_ds, val_ds = split_halves(val_ds, seed=args.split_val)
+    same = check_path == val_path and not args.check_limit and args.split_val is None
     print("model %s; preprocessing %s" % (args.onnx, pp.describe() if pp else "unknown"))
     print("check set (greedy budget): %s%s; reported on: %s" % (
         check_ds.describe(), ", %d-image subset" % args.check_limit if args.check_limit else "", val_ds.describe()))
@@ -100,7 +107,6 @@ def main(argv=None):
         print("note: the check set is the reported split: the float layers are chosen on it (optimistic)")
 
     with OnnxRuntimeBackend(args.onnx) as fp32:
-        ref_logits = run_all(fp32, x)
         fp32_check = mi.check_accuracy(fp32, check_ds, limit=args.check_limit, batch=args.batch)
         fp32_val = fp32_check if same else mi.check_accuracy(fp32, val_ds, batch=args.batch)
     print("FP32: check top-1 %.2f%%, val top-1 %.2f%%" % (fp32_check["top1"], fp32_val["top1"]))
@@ -108,37 +114,18 @@ def main(argv=None):
     t = time.time()
     with mi.MixedQuantizer(args.onnx, x, args.method, output_qdq=args.output_qdq, log=print) as mq:
         timings["calibration_s"] = round(time.time() - t, 1)
-        groups = mi.group_nodes(mq.nodes, args.granularity)
-        group_macs = {g: sum(mq.macs[n] for n in nodes) for g, nodes in groups.items()}
-        t = time.time()
+        sens = None
         if args.sensitivities:
-            base, per_group = _load_sensitivities(args.sensitivities, groups, args)
+            sens = _load_sensitivities(args.sensitivities, mi.group_nodes(mq.nodes, args.granularity), args)
             print("sensitivities from %s" % args.sensitivities)
-        else:
-            print("sensitivity: %d %s groups, each alone in float, on %d calibration inputs"
-                  % (len(groups), args.granularity, len(x)))
-            base, per_group = mi.measure_sensitivity(mq, groups, ref_logits, log=print)
-        timings["sensitivity_s"] = round(time.time() - t, 1)
-        scores = mi.sensitivity_scores(base, per_group, args.metric)
-        ranking = mi.rank_groups(scores, group_macs)
-
-        def measure(excluded):
-            nodes = [n for g in excluded for n in groups[g]]
-            with mq.backend(nodes) as b:
-                r = mi.check_accuracy(b, check_ds, ref=fp32_check, limit=args.check_limit, batch=args.batch)
-            print("  float %s: check top-1 %.2f%% (drop %+.2f), agreement %.1f%%, INT8 MACs %.1f%%"
-                  % (", ".join(_short(g) for g in excluded) or "nothing", r["top1"], r["drop"],
-                     100 * r["agreement"], 100 * mi.int8_fraction(mq.macs, nodes)))
-            return r
-
-        t = time.time()
-        print("greedy: budget top-1 drop <= %g points%s on the check set"
-              % (args.max_drop, "" if args.min_agreement is None else
-                 ", agreement >= %.1f%%" % (100 * args.min_agreement)))
-        choice = mi.greedy_exclusion(ranking, measure, mi.budget(args.max_drop, args.min_agreement),
-                                     prune=not args.no_prune, max_groups=args.max_float, log=print)
-        timings["greedy_s"] = round(time.time() - t, 1)
-        float_nodes = [n for g in choice["excluded"] for n in groups[g]]
+        found = mi.search(mq, check_ds, fp32_check, max_drop=args.max_drop, min_agreement=args.min_agreement,
+                          granularity=args.granularity, metric=args.metric, prune=not args.no_prune,
+                          max_float=args.max_float, check_limit=args.check_limit, batch=args.batch,
+                          sensitivities=sens, log=print)
+        timings.update(found["seconds"])
+        groups, group_macs, choice = found["groups"], found["group_macs"], found["choice"]
+        base, per_group, scores, ranking = found["base"], found["per_group"], found["scores"], found["ranking"]
+        float_nodes = found["float_nodes"]
         out_onnx = os.path.join(args.out, "mixed_%s.onnx" % args.method)
         report = mq.build(float_nodes, out_onnx)
         print("wrote %s: %d nodes float, %.1f%% of Conv/MatMul/Gemm MACs INT8"

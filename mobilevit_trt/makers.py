@@ -19,9 +19,10 @@ class Context(object):
     """What the recipes share in one pipeline run: the model source, the plan, file locations, the loaded
     PyTorch models (one load per root), the calibration images, the log."""
 
-    def __init__(self, source, plan, run, calib_path=None, calib_count=100, log=print):
+    def __init__(self, source, plan, run, calib_path=None, calib_count=100, train_path=None, log=print):
         self.source, self.plan, self.run, self.log = source, plan, run, log
         self.calib_path, self.calib_count = calib_path, calib_count
+        self.train_path = train_path
         self.img_size = getattr(source, "img_size", 256)
         self._modules = {}
 
@@ -74,9 +75,11 @@ class Context(object):
             for ref in refs:
                 r = self.plan[ref]
                 files += self.source.files(**r.make.params) if r.is_root else [self.path(r)]
-            uses_calib = v.make.kind == "ptq" or any(c.inputs == "calibration" for c in v.checks)
+            uses_calib = v.make.kind in CALIBRATED or any(c.inputs == "calibration" for c in v.checks)
             if uses_calib and self.calib_path and os.path.isfile(self.calib_path):
                 files.append(self.calib_path)
+            if v.make.kind == "mixed" and self.train_path and os.path.isfile(str(self.train_path)):
+                files.append(str(self.train_path))
         return sorted(set(files), key=files.index)
 
     def unavailable(self, v):
@@ -86,6 +89,11 @@ class Context(object):
             why = self.source.unavailable(**r.make.params) if r.is_root else None
             if why:
                 return why
+        if v.make.kind == "mixed" and not self.train_path:
+            return "mixed INT8 chooses its float layers on the training split: there is none (pass --train_path)"
+        if v.make.kind == "modelopt":
+            from .modelopt_ptq import unavailable
+            return unavailable()
         return None
 
 
@@ -133,7 +141,50 @@ def make_qat(ctx, v, path):
     return {"qdq": r.get("qdq"), "nodes": sum(r["op_counts"].values())}
 
 
-MAKERS = {"export": make_export, "fuse": make_fuse, "fp16": make_fp16, "ptq": make_ptq, "qat": make_qat}
+def make_mixed(ctx, v, path):
+    """Mixed INT8 (mixed_int8.search): sensitivities on the first calibration images, the float layers chosen
+    greedily under the budget on labelled images of the *training* split (so the held-out accuracy the pipeline
+    reports afterwards is not the split they were chosen on)."""
+    from .backends import OnnxRuntimeBackend
+    from .data import open_dataset
+    from .mixed_int8 import MixedQuantizer, check_accuracy, search
+    from .plan import MIXED_CHECK_IMAGES, MIXED_SENSITIVITY_IMAGES
+    src = ctx.path(v.source)
+    check_ds = open_dataset(ctx.train_path, preprocess=ctx.source.preprocess)
+    n = v.make.get("check_images", MIXED_CHECK_IMAGES)
+    with OnnxRuntimeBackend(src) as fp32:
+        fp32_check = check_accuracy(fp32, check_ds, limit=n, batch=8)
+    x = ctx.calibration()
+    with MixedQuantizer(src, x, v.make.get("method", "entropy")) as mq:
+        found = search(mq, check_ds, fp32_check, max_drop=v.make.get("max_drop"),
+                       granularity=v.make.get("granularity", "block"), check_limit=n, batch=8,
+                       sensitivity_inputs=x[:v.make.get("sensitivity_images", MIXED_SENSITIVITY_IMAGES)],
+                       lazy=True, log=lambda m: ctx.log("    " + m))
+        rep = mq.build(found["float_nodes"], path)
+    choice = found["choice"]
+    ctx.log("    mixed INT8: %s; %d groups float (%s), %.1f %% of Conv/MatMul/Gemm MACs INT8; check top-1 %.2f %% vs "
+            "FP32 %.2f %% on %d training images" % (
+                "budget met" if choice["met"] else "budget NOT met", len(choice["excluded"]),
+                ", ".join(choice["excluded"]) or "none", 100 * rep["int8_mac_fraction"], choice["result"]["top1"],
+                fp32_check["top1"], fp32_check["images"]))
+    return {"float_groups": choice["excluded"], "float_nodes": found["float_nodes"], "met": choice["met"],
+            "int8_mac_fraction": rep["int8_mac_fraction"], "check_top1": choice["result"]["top1"],
+            "check_fp32_top1": fp32_check["top1"], "check_images": fp32_check["images"],
+            "check_split": str(ctx.train_path), "seconds": found["seconds"], "qdq": rep["qdq"],
+            "sensitivity_run": found["ranking"] is not None}
+
+
+def make_modelopt(ctx, v, path):
+    from .modelopt_ptq import quantize
+    return quantize(ctx.path(v.source), path, ctx.calibration(), method=v.make.get("method", "entropy"),
+                    log=lambda m: ctx.log("    " + m))
+
+
+#: step kinds that calibrate on the calibration images
+CALIBRATED = ("ptq", "mixed", "modelopt")
+
+MAKERS = {"export": make_export, "fuse": make_fuse, "fp16": make_fp16, "ptq": make_ptq, "qat": make_qat,
+          "mixed": make_mixed, "modelopt": make_modelopt}
 
 
 def check(ctx, v, path, c, seed=0):

@@ -318,8 +318,9 @@ def budget(max_drop=None, min_agreement=None):
 def greedy_exclusion(ranking, measure, holds, prune=True, max_groups=None, log=None):
     """The float set, chosen greedily.
 
-    ``ranking``: groups, most sensitive first; ``measure(excluded tuple) -> result`` (e.g. the check-set
-    accuracy); ``holds(result) -> bool`` (:func:`budget`).
+    ``ranking``: groups, most sensitive first, or a function returning them (called only when the fully
+    quantized graph is over budget); ``measure(excluded tuple) -> result`` (e.g. the check-set accuracy);
+    ``holds(result) -> bool`` (:func:`budget`).
 
     Forward: measure with nothing excluded, then with the first 1, 2, ... groups of ``ranking`` (at most
     ``max_groups``) until the budget holds: the shortest ranking prefix that meets it.  Backward (``prune``):
@@ -328,8 +329,6 @@ def greedy_exclusion(ranking, measure, holds, prune=True, max_groups=None, log=N
     is excluded, ``met`` False.  Returns ``{"excluded": [...] in ranking order, "met", "result": the measured
     result of the returned set, "history": [{"excluded", "result", "holds", "step"}]}``; each set is measured
     once."""
-    ranking = list(ranking)
-    limit = len(ranking) if max_groups is None else min(int(max_groups), len(ranking))
     history, seen = [], {}
 
     def run(excluded, step):
@@ -345,6 +344,10 @@ def greedy_exclusion(ranking, measure, holds, prune=True, max_groups=None, log=N
 
     k = 0
     result, ok = run((), "forward")
+    if callable(ranking):  # a ranking that costs a measurement of its own: made only when all-INT8 is over budget
+        ranking = [] if ok else ranking()
+    ranking = list(ranking)
+    limit = len(ranking) if max_groups is None else min(int(max_groups), len(ranking))
     while not ok and k < limit:
         k += 1
         result, ok = run(tuple(ranking[:k]), "forward")
@@ -403,3 +406,67 @@ def check_accuracy(backend, dataset, ref=None, limit=None, batch=None, workers=N
 def public(result):
     """An accuracy result without its logit arrays (for JSON)."""
     return {k: v for k, v in result.items() if k not in ("logits", "labels")}
+
+
+def search(mq, check_ds, fp32_check, max_drop=0.2, min_agreement=None, granularity="node", metric="mean_abs",
+           prune=True, max_float=None, check_limit=None, batch=None, sensitivities=None, sensitivity_inputs=None,
+           lazy=False, log=None):
+    """The whole recipe on a :class:`MixedQuantizer`: sensitivity of every group on the calibration inputs
+    (``sensitivity_inputs``: another, e.g. smaller, set; ``sensitivities``: ``(base, per_group)`` measured
+    before, to skip that step), the ranking, and the greedy
+    exclusion to the budget measured on ``check_ds`` (a labelled dataset; ``fp32_check``: the FP32 model's
+    :func:`check_accuracy` on it, logits kept).  Choose the float layers on a split other than the one the
+    result is reported on, or the result is optimistic.  ``lazy``: measure the sensitivities only when the fully
+    quantized graph is over budget (else ``base``, ``per_group``, ``scores`` and ``ranking`` are None).
+
+    Returns ``{"groups", "group_macs", "base", "per_group", "scores", "ranking", "choice" (greedy_exclusion's
+    result), "float_nodes", "seconds": {"sensitivity_s", "greedy_s"}}``."""
+    import time
+
+    from .backends import OnnxRuntimeBackend
+    from .verify import run_all
+    groups = group_nodes(mq.nodes, granularity)
+    group_macs = {g: sum(mq.macs[n] for n in nodes) for g, nodes in groups.items()}
+    sens = {"base": None, "per_group": None, "scores": None, "ranking": None, "seconds": 0.0}
+
+    def rank():
+        t = time.time()
+        if sensitivities is not None:
+            base, per_group = sensitivities
+        else:
+            x = mq.calib_inputs if sensitivity_inputs is None else sensitivity_inputs
+            if log:
+                log("sensitivity: %d %s groups, each alone in float, on %d calibration inputs"
+                    % (len(groups), granularity, len(x)))
+            with OnnxRuntimeBackend(mq.source) as fp32:
+                ref_logits = run_all(fp32, x)
+            base, per_group = measure_sensitivity(mq, groups, ref_logits, inputs=x, log=log)
+        scores = sensitivity_scores(base, per_group, metric)
+        sens.update(base=base, per_group=per_group, scores=scores, ranking=rank_groups(scores, group_macs),
+                    seconds=time.time() - t)
+        return sens["ranking"]
+    ranking = rank if lazy else rank()
+
+    def measure(excluded):
+        nodes = [n for g in excluded for n in groups[g]]
+        with mq.backend(nodes) as b:
+            r = check_accuracy(b, check_ds, ref=fp32_check, limit=check_limit, batch=batch)
+        if log:
+            log("  float %s: check top-1 %.2f%% (drop %+.2f), agreement %.1f%%, INT8 MACs %.1f%%"
+                % (", ".join(excluded) or "nothing", r["top1"], r["drop"], 100 * r["agreement"],
+                   100 * int8_fraction(mq.macs, nodes)))
+        return r
+
+    t = time.time()
+    if log:
+        log("greedy: budget top-1 drop <= %g points%s on the check set" % (
+            max_drop, "" if min_agreement is None else ", agreement >= %.1f%%" % (100 * min_agreement)))
+    choice = greedy_exclusion(ranking, measure, budget(max_drop, min_agreement), prune=prune, max_groups=max_float,
+                              log=log)
+    if sens["ranking"] is None and log:
+        log("all INT8 meets the budget on the check set: no sensitivity run needed")
+    return {"groups": groups, "group_macs": group_macs, "base": sens["base"], "per_group": sens["per_group"],
+            "scores": sens["scores"], "ranking": sens["ranking"], "choice": choice,
+            "float_nodes": [n for g in choice["excluded"] for n in groups[g]],
+            "seconds": {"sensitivity_s": round(sens["seconds"], 1),
+                        "greedy_s": round(time.time() - t - sens["seconds"], 1)}}

@@ -48,7 +48,8 @@ def run_pipeline(source, out="runs/default", plan=None, force=False, data_path=N
     run = StageRunner(out, force=force, log=log)
     os.makedirs(run.path("onnx"), exist_ok=True)
     val_path, train_src = data_stages(run, data_path, train_path, log)
-    ctx = Context(source, plan, run, calib_path=run.path("calibration.npz"), calib_count=calib_count, log=log)
+    ctx = Context(source, plan, run, calib_path=run.path("calibration.npz"), calib_count=calib_count,
+                  train_path=train_src, log=log)
     calibration_stage(ctx, train_src)
     made = make_stages(ctx)
     results = {"run_dir": run.run_dir, "model_path": getattr(source, "weights", None), "machine": _machine(),
@@ -208,7 +209,7 @@ def accuracy_stage(ctx, label, v, engine, val_path, limit, batch):
         be = TensorRTBackend(engine) if engine else ctx.backend(v.name)
         with be:
             pp = artifact_preprocess(ctx, be)
-            res = evaluate(be, open_dataset(val_path, preprocess=pp), batch=None if v.is_root else batch,
+            res = evaluate(be, open_dataset(val_path, preprocess=pp), batch=None if v.is_root else (v.static_batch or batch),
                            limit=limit, show_progress=False)
         ctx.log("    %-26s top-1 %.2f%%  top-5 %.2f%%  (%d images)" % (label, res["top1"], res.get("top5", 0),
                                                                      res["images"]))
@@ -275,10 +276,13 @@ def selection_candidates(ctx, results, engines, batch):
                                  engines.get(v, {}).get("engine")))
             continue
         v = ctx.plan[name]
-        c = cpu.get((v.cpu_series, batch)) if v.cpu_series == name else None
+        if v.static_batch not in (None, batch):
+            continue  # a static export of another batch size cannot serve this one
+        # a variant's own series; a static export's is its tag's static series at its batch
+        c = cpu.get((v.cpu_series, batch)) if v.cpu_series == name or v.static_batch == batch else None
         out.append(candidate(name, a.get("top1"), a.get("top5"), c and c["latency_ms_p50"],
                              c and c.get("latency_ms_min"), c and c.get("latency_ms_max"),
-                             "ONNX Runtime CPU (stand-in)" if c else "", ctx.path(v)))
+                             "ONNX Runtime CPU (stand-in)" if c else "", ctx.path(v), c and c.get("round_p50_ms")))
     return out
 
 
@@ -338,10 +342,15 @@ def bench_stage(target, variant, warmup=20, iters=50):
 
 def summarize_made(plan, made):
     """The report's views of the make stages: the exports table, the reduced-precision table (each variant's
-    check against an FP32 graph on calibration images), and the model description."""
-    exports, reduced, model = [], {}, {}
+    check against an FP32 graph on calibration images), the model description, and what each mixed INT8 variant
+    kept in float."""
+    exports, reduced, model, mixed = [], {}, {}, []
     for name, r in made.items():
         v = plan[name]
+        if v.make.kind == "mixed":
+            mixed.append({k: r.get(k) for k in ("float_groups", "float_nodes", "int8_mac_fraction", "met", "check_top1",
+                                                 "check_fp32_top1", "check_images", "seconds", "sensitivity_run")})
+            mixed[-1].update(variant=name, max_drop=v.make.get("max_drop"), granularity=v.make.get("granularity"))
         if v.make.kind == "export":
             chk = r["checks"][0] if r["checks"] else {}
             exports.append({"variant": name, "nodes": r["nodes"], "nodes_exported": r["nodes_exported"],
@@ -353,7 +362,7 @@ def summarize_made(plan, made):
             if chk.get("inputs") == "calibration":
                 reduced[name] = {"top1_agreement": chk["top1_agreement"], "max_abs_logit_err": chk["max_abs"],
                                  "against": chk["against"], "passed": chk["passed"]}
-    return {"exports": exports, "precision": reduced, "model": model}
+    return {"exports": exports, "precision": reduced, "model": model, "mixed_int8": mixed}
 
 
 def fusion_target_rows(plan, made):

@@ -77,7 +77,9 @@ def speedup_intervals(rows, baseline_of):
             if v not in at or base is None:
                 continue
             x, y = base.get("round_p50_ms"), at[v].get("round_p50_ms")
-            if x and y and len(x) == len(y):
+            if v == baseline_of(b):
+                row[v] = "1.00x (baseline)"
+            elif x and y and len(x) == len(y):
                 row[v] = format_ratio(paired_ratio(x, y))
             else:
                 row[v] = "%.2fx" % (base["latency_ms_p50"] / at[v]["latency_ms_p50"])
@@ -158,6 +160,23 @@ def _summary_md(results, descriptions, pngs):
                 md_table(rows, ["variant", "top1_agreement", "max_abs_logit_err"],
                          {"top1_agreement": "top-1 agreement", "max_abs_logit_err": "max abs logit error"},
                          {"top1_agreement": "%.3f", "max_abs_logit_err": "%.4f"}), ""]
+    for mx in results.get("mixed_int8") or []:
+        how = ("Sensitivity on calibration images (each %s's Q/DQ removed alone), then the most sensitive kept in "
+               "float" % mx.get("granularity", "node") if mx.get("sensitivity_run") else
+               "The fully quantized graph already met the budget, so no sensitivity was measured; float layers "
+               "would be kept")
+        out += ["## Mixed INT8 (%s): the layers kept in float" % mx["variant"], "",
+                "%s until top-1 on %s *training* images is within %s points of FP32 (%s; check top-1 %.2f %% vs "
+                "FP32 %.2f %%). The held-out accuracy below is on a split the choice never saw." % (
+                    how, mx["check_images"], mx["max_drop"], "met" if mx["met"] else "**not met**",
+                    mx["check_top1"], mx["check_fp32_top1"]), ""]
+        if mx["check_fp32_top1"] >= 100.0 and not mx["float_groups"]:
+            out += ["*The training images are all classified correctly, by FP32 and INT8 alike: this check set "
+                    "cannot see what INT8 costs on held-out images. `benchmark/mixed_int8.py --split-val 0` "
+                    "chooses on one half of the held-out split and reports on the other.*", ""]
+        out += ["Float: %s. INT8 share of the Conv/MatMul/Gemm MACs: **%.1f %%**." % (
+                    ", ".join("`%s`" % g for g in mx["float_groups"]) or "none",
+                    100 * mx["int8_mac_fraction"]), ""]
     sel = results.get("selection")
     if sel:
         out += ["## Selection: the fastest variant within %.2f top-1 points of FP32 (batch %d)" % (

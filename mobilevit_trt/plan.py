@@ -25,6 +25,17 @@ BATCHES = (1, 4, 8)
 DYNAMIC_CHECK_BATCHES = DYNAMIC_VERIFY_BATCHES
 #: the opt dynamic engine's profiles (the second covers the large batches of the throughput runs)
 DYNAMIC_PROFILES = ((1, 4, 8), (16, 32, 64))
+#: post-training calibrations of the PTQ variants (precision.calibrate_ranges)
+PTQ_METHODS = ("entropy", "minmax", "percentile")
+PTQ_LABELS = {"entropy": "Entropy", "minmax": "MinMax", "percentile": "percentile 99.99"}
+#: the mixed INT8 variant's budget (top-1 points on the training split's check images)
+MIXED_MAX_DROP = 0.2
+#: images of the training split the mixed INT8 search checks its budget on, and calibration images it ranks on
+MIXED_CHECK_IMAGES = 500
+MIXED_SENSITIVITY_IMAGES = 32
+#: the profile choices of the FP16 engine of the opt dynamic graph offered to --select: one profile with the
+#: optimum at batch 1, and one wide profile with the optimum at 8 (the default engines use DYNAMIC_PROFILES)
+PROFILE_CHOICES = (("opt1", ((1, 1, 8),)), ("wide", ((1, 8, 64),)))
 
 #: ORT vs PyTorch, FP32 export (max abs logit diff)
 EXPORT_TOL = Tolerance(atol=1e-4)
@@ -88,6 +99,11 @@ class Variant(collections.namedtuple("Variant", "name make source checks engine 
         return self.make.kind == "model"
 
     @property
+    def is_engine_only(self):
+        """Another engine of an existing ONNX variant (other profiles): no file of its own."""
+        return self.make.kind == "engine"
+
+    @property
     def stage(self):
         """The make stage this variant belongs to; variants of one stage are made together (one model load)."""
         return STAGE_NAMES[self.make.kind](self)
@@ -107,6 +123,9 @@ STAGE_NAMES = {
     "fp16": lambda v: "fp16",
     "ptq": lambda v: "int8 ptq %s" % v.make.get("method"),
     "qat": lambda v: "int8 %s" % v.source.replace("torch_", ""),
+    "mixed": lambda v: "int8 mixed %s" % v.make.get("method"),
+    "modelopt": lambda v: "int8 modelopt %s" % v.make.get("method"),
+    "engine": lambda v: None,
 }
 
 
@@ -136,7 +155,7 @@ class Plan(object):
         return name in self.variants
 
     def files(self):
-        return [v for v in self if not v.is_root]
+        return [v for v in self if not v.is_root and not v.is_engine_only]
 
     def stages(self):
         """``[(stage name, [variants])]`` in plan order: consecutive variants of one stage name are made together;
@@ -192,15 +211,17 @@ class Plan(object):
 
 # ------------------------------------------------------------------------------------------------ the plan
 
-def _exports(tag, opt, opset, batches):
-    """Static batch ``batches`` and dynamic exports of the base or --opt model."""
+def _exports(tag, opt, opset, batches, candidates=False):
+    """Static batch ``batches`` and dynamic exports of the base or --opt model; with ``candidates`` the static
+    ones are measured too (each at its own batch: a candidate at that batch size)."""
     root = "torch_opt" if opt else "torch_fp32"
     out = []
     for b in batches:
         out.append(Variant(
             "%s_b%d" % (tag, b), Step("export", batch=b, dynamic=False, opset=opset), source=root,
             checks=[Check(inputs="random", tol=EXPORT_TOL, batches=(b,))], cpu_series="%s_static" % tag,
-            engine=Engine() if (opt and b == 1) else None, description="%s, static batch %d, FP32" % (tag, b)))
+            engine=Engine() if (opt and b == 1) else None, accuracy=candidates,
+            description="%s, static batch %d, FP32" % (tag, b)))
     out.append(Variant(
         "%s_dynamic" % tag, Step("export", dynamic=True, opset=opset), source=root,
         checks=[Check(inputs="random", tol=EXPORT_TOL, batches=DYNAMIC_CHECK_BATCHES)], cpu_series="%s_dynamic" % tag,
@@ -209,27 +230,44 @@ def _exports(tag, opt, opset, batches):
     return out
 
 
-def _reduced(src, calib_n, qat_keys, opset, timed=True):
-    """FP16 and PTQ INT8 graphs of ``src``; the Q/DQ exports of the QAT checkpoints ``qat_keys``."""
+def _reduced(src, calib_n, qat_keys, opset, timed=True, candidates=False, mixed_max_drop=MIXED_MAX_DROP):
+    """FP16 and PTQ INT8 graphs of ``src`` (Entropy, MinMax, percentile); the Q/DQ exports of the QAT checkpoints
+    ``qat_keys``; with ``candidates`` (``pipeline.py --select``) also mixed INT8 (float layers chosen on the
+    training split under ``mixed_max_drop``) and ModelOpt's PTQ, and every variant gets its own CPU series."""
+    def series(name, default):
+        return name if candidates else (default if timed else None)
     vs = [Variant("%s_fp16" % src, Step("fp16"), source=src,
                   checks=[Check(inputs="calibration", tol=FP16_TOL, batches=(calib_n,))],
-                  engine=Engine(onnx=src, fp16=True), cpu_series="%s_fp16" % src if timed else None, accuracy=True,
+                  engine=Engine(onnx=src, fp16=True), cpu_series=series(src + "_fp16", src + "_fp16"), accuracy=True,
                   description="%s, FP16-converted" % _what(src))]
-    for method in ("entropy", "minmax"):
+    for method in PTQ_METHODS:
+        name = "%s_int8_%s" % (src, method)
         vs.append(Variant(
-            "%s_int8_%s" % (src, method), Step("ptq", method=method), source=src,
+            name, Step("ptq", method=method), source=src,
             checks=[Check(inputs="calibration", tol=INT8_TOL, batches=(calib_n,))],
-            engine=Engine(int8=True) if method == "entropy" else None,
-            cpu_series="%s_int8_entropy" % src if (timed and method == "entropy") else None, accuracy=True,
-            description="%s, PTQ Q/DQ INT8 (%s)" % (_what(src), method.capitalize() if method == "entropy"
-                                                     else "MinMax")))
+            engine=Engine(int8=True) if (method == "entropy" or candidates) else None,
+            cpu_series=series(name, name if method == "entropy" else None), accuracy=True,
+            description="%s, PTQ Q/DQ INT8 (%s)" % (_what(src), PTQ_LABELS[method])))
+    if candidates:
+        for kind, what in (("mixed", "mixed INT8 (Entropy; most sensitive layers float, chosen on the training "
+                                     "split, budget %g points)" % mixed_max_drop),
+                           ("modelopt", "NVIDIA ModelOpt PTQ Q/DQ INT8 (Entropy)")):
+            name = "%s_int8_%s" % (src, kind)
+            params = {"method": "entropy"}
+            if kind == "mixed":
+                params.update(max_drop=mixed_max_drop, granularity="block")
+            vs.append(Variant(name, Step(kind, **params), source=src,
+                              checks=[Check(inputs="calibration", tol=INT8_TOL, batches=(calib_n,))],
+                              engine=Engine(int8=True), cpu_series=name, accuracy=True,
+                              description="%s, %s" % (_what(src), what)))
     for key in qat_keys:
         wa = key == "qat_wa"
+        name = "%s_dynamic" % key
         vs.append(Variant(
-            "%s_dynamic" % key, Step("qat", dynamic=True, opset=opset), source="torch_" + key,
+            name, Step("qat", dynamic=True, opset=opset), source="torch_" + key,
             checks=[Check(inputs="random", tol=QAT_WA_TOL if wa else QAT_W_TOL, batches=(8,), optimize=False),
                     Check(against=src, inputs="calibration", tol=STATS_ONLY, batches=(calib_n,))],
-            engine=Engine(int8=True) if wa else None, cpu_series="qat_wa_dynamic" if (timed and wa) else None,
+            engine=Engine(int8=True) if wa else None, cpu_series=series(name, name if wa else None),
             accuracy=True, description="%s, dynamic, QAT Q/DQ %s" % (
                 src.split("_")[0], "weights+activations" if wa else "weights only")))
     return vs
@@ -244,7 +282,7 @@ def _what(src):
 FUSION_TARGETS = ("native", "fusable")
 
 
-def _targets(src, targets, calib_n):
+def _targets(src, targets, calib_n, candidates=False):
     """The opt dynamic export rewritten for each fusion target, each with its engines: ``native`` (ONNX Attention
     -> IAttention) in FP32 and FP16, ``fusable`` (TensorRT's MHA-fusion form) in FP16, where that fusion is."""
     vs = []
@@ -255,18 +293,31 @@ def _targets(src, targets, calib_n):
         vs.append(Variant(name, Step("fuse", target=t), source=src,
                           checks=[Check(inputs="random", tol=FUSE_TOL, batches=(1, 4))],
                           engine=Engine(profiles=DYNAMIC_PROFILES, fp16=(t == "fusable")),
+                          cpu_series=name if candidates else None,
                           accuracy=True, description="opt, dynamic, %s%s" % (what[t], ", FP16 engine" if
                                                                              t == "fusable" else "")))
         if t == "native":
             vs.append(Variant(name + "_fp16", Step("fp16"), source=name,
                               checks=[Check(inputs="calibration", tol=FP16_TOL, batches=(calib_n,))],
                               engine=Engine(onnx=name, fp16=True, profiles=DYNAMIC_PROFILES), accuracy=True,
+                              cpu_series=name + "_fp16" if candidates else None,
                               description="opt, dynamic, %s, FP16-converted" % what[t]))
     return vs
 
 
+def _profile_choices(src):
+    """Engines of ``src``'s FP16 build with other profiles (PROFILE_CHOICES): the same ONNX, other optimum
+    shapes -- which TensorRT tunes its kernels for."""
+    return [Variant("%s_fp16_%s" % (src, tag), Step("engine"), source=src,
+                    engine=Engine(onnx=src, fp16=True, profiles=profiles),
+                    description="%s, FP16 engine, profile%s %s" % (_what(src), "s" if len(profiles) > 1 else "",
+                                                                   " + ".join("%d/%d/%d" % p for p in profiles)))
+            for tag, profiles in PROFILE_CHOICES]
+
+
 def build_plan(opset=13, batches=BATCHES, reduced_from="opt_dynamic", qat_keys=("qat_w", "qat_wa"), fuse=True,
-               static=True, qat_ptq=False, calib_n=32, extra=(), targets=FUSION_TARGETS):
+               static=True, qat_ptq=False, calib_n=32, extra=(), targets=FUSION_TARGETS, candidates=False,
+               mixed_max_drop=MIXED_MAX_DROP):
     """The pipeline's plan.
 
     ``opset``: of every export; ``batches``: the static exports (``static=False``: dynamic only);
@@ -274,20 +325,25 @@ def build_plan(opset=13, batches=BATCHES, reduced_from="opt_dynamic", qat_keys=(
     exported as Q/DQ graphs; ``fuse``: the LayerNorm/Attention plugin graph of the opt dynamic export;
     ``qat_ptq``: the original's recipe (QAT weights, Entropy-calibrated activations); ``calib_n``: calibration
     images a reduced-precision variant is checked on; ``targets``: the other fusion targets made from the opt
-    dynamic export (with ``fuse``); ``extra``: more :class:`Variant` entries, appended."""
+    dynamic export (with ``fuse``); ``candidates``: the selection's extra candidates (``pipeline.py --select``:
+    mixed INT8 with budget ``mixed_max_drop``, ModelOpt PTQ, every PTQ engine, profile choices, a CPU series for
+    every candidate); ``extra``: more :class:`Variant` entries, appended."""
     vs = [Variant("torch_fp32", Step("model"), accuracy=True, description="PyTorch FP32 (checkpoint)"),
           Variant("torch_opt", Step("model", opt=True), description="PyTorch FP32, --opt blocks")]
     # the QAT graphs are exported from the same blocks (base or --opt) as the graph they are compared with
     vs += [Variant("torch_" + k, Step("model", qat=k, opt=reduced_from.startswith("opt")),
                    description="PyTorch fake-quant model of the %s checkpoint" % k) for k in qat_keys]
-    vs += _exports("base", False, opset, batches if static else ())
-    vs += _exports("opt", True, opset, batches if static else ())
+    vs += _exports("base", False, opset, batches if static else (), candidates)
+    vs += _exports("opt", True, opset, batches if static else (), candidates)
     if fuse:
         vs.append(Variant("opt_dynamic_plugin", Step("fuse", target="plugin"), source="opt_dynamic",
                           checks=[Check(inputs="random", tol=FUSE_TOL, batches=(1, 4))], engine=Engine(plugin=True),
                           accuracy=True, description="opt, dynamic, LayerNorm+Attention plugin nodes"))
-        vs += _targets("opt_dynamic", targets, calib_n)
-    vs += _reduced(reduced_from, calib_n, qat_keys, opset, timed=reduced_from == "opt_dynamic")
+        vs += _targets("opt_dynamic", targets, calib_n, candidates)
+    vs += _reduced(reduced_from, calib_n, qat_keys, opset, timed=reduced_from == "opt_dynamic",
+                   candidates=candidates, mixed_max_drop=mixed_max_drop)
+    if candidates:
+        vs += _profile_choices(reduced_from)
     if qat_ptq and "qat_w" in qat_keys:
         vs.append(Variant("torch_qat_w_float", Step("model", qat="qat_w", plain=True),
                           description="PyTorch, QAT weights-only checkpoint as float"))

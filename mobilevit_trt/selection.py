@@ -54,12 +54,41 @@ def format_ratio(res):
                                      else "")
 
 
-Candidate = collections.namedtuple("Candidate", "variant top1 top5 latency_ms latency_lo latency_hi runtime artifact")
+Candidate = collections.namedtuple("Candidate", "variant top1 top5 latency_ms latency_lo latency_hi runtime artifact "
+                                                "rounds")
 
 
 def candidate(variant, top1=None, top5=None, latency_ms=None, latency_lo=None, latency_hi=None, runtime="",
-              artifact=None):
-    return Candidate(variant, top1, top5, latency_ms, latency_lo, latency_hi, runtime, artifact)
+              artifact=None, rounds=None):
+    """``rounds``: the latency per interleaved round (paired across candidates timed in the same rounds)."""
+    return Candidate(variant, top1, top5, latency_ms, latency_lo, latency_hi, runtime, artifact,
+                     None if rounds is None or len(rounds) == 0 else [float(x) for x in rounds])
+
+
+def margin(chosen, other):
+    """How sure the machine is that ``chosen`` is faster than ``other``: ``{"against", "ratio", "lo", "hi",
+    "within_noise", "how"}`` -- :func:`paired_ratio` of their interleaved rounds where both have the same rounds,
+    else whether their min..max latency ranges overlap (``lo``/``hi`` None)."""
+    out = {"against": other.variant}
+    if chosen.rounds and other.rounds and len(chosen.rounds) == len(other.rounds):
+        out.update(paired_ratio(other.rounds, chosen.rounds), how="paired rounds")
+        return out
+    overlap = None
+    if None not in (chosen.latency_hi, other.latency_lo):
+        overlap = other.latency_lo <= chosen.latency_hi
+    out.update(ratio=other.latency_ms / chosen.latency_ms, lo=None, hi=None,
+               within_noise=True if overlap is None else overlap, how="min..max ranges")
+    return out
+
+
+def format_margin(m):
+    if m["how"] == "paired rounds":
+        r = format_ratio(m)
+    else:
+        r = "%.2fx, min..max ranges %s" % (m["ratio"], "overlap" if m["within_noise"] else "apart")
+    if m["within_noise"]:
+        return "within noise of %s (%s): this machine cannot tell them apart" % (m["against"], r)
+    return "%s faster than %s, the next within the budget" % (r, m["against"])
 
 
 def select(candidates, reference_top1, max_drop):
@@ -68,7 +97,9 @@ def select(candidates, reference_top1, max_drop):
     Returns ``(chosen Candidate or None, rows)``; ``rows`` (one per candidate, fastest first, unmeasured last)
     carry ``status`` -- ``chosen``, ``within budget``, ``over budget`` or ``not measured`` -- ``drop`` (points
     below the reference) and ``reason``.  Ties on latency go to the higher top-1, then to the earlier candidate
-    (the plan's order: the simpler artifact).  A candidate without a top-1 or a latency is never chosen.
+    (the plan's order: the simpler artifact).  A candidate without a top-1 or a latency is never chosen.  The
+    chosen row's ``margin`` (:func:`margin`) compares it with the next fastest within the budget, and its reason
+    says whether the two are within noise.
     """
     if max_drop is None or not max_drop >= 0:
         raise UserError("--max-drop must be a number of top-1 points >= 0, got %r" % (max_drop,))
@@ -94,6 +125,12 @@ def select(candidates, reference_top1, max_drop):
             status, reason = "over budget", "top-1 %.2f is %.2f points below FP32 (budget %.2f)" % (c.top1, drop,
                                                                                                   max_drop)
         rows.append(dict(c._asdict(), status=status, drop=round(drop, 4), reason=reason))
+    ok_rows = [r for r in rows if r["status"] in ("chosen", "within budget")]
+    if len(ok_rows) > 1:  # is the choice distinguishable from the next within the budget?
+        runner = next(c for c in measured if c.variant == ok_rows[1]["variant"])
+        m = margin(chosen, runner)
+        ok_rows[0]["margin"] = m
+        ok_rows[0]["reason"] += "; " + format_margin(m)
     for c in unmeasured:
         missing = [k for k in ("top1", "latency_ms") if getattr(c, k) is None]
         rows.append(dict(c._asdict(), status="not measured", drop=None,

@@ -38,6 +38,20 @@ def test_greedy_nothing_excluded_when_the_budget_holds_already():
     assert r["met"] and r["excluded"] == [] and log == [()]
 
 
+def test_a_lazy_ranking_is_made_only_when_all_int8_is_over_budget():
+    calls = []
+
+    def ranking():
+        calls.append(1)
+        return list("abc")
+    log = []
+    r = mi.greedy_exclusion(ranking, _measure_from("", log), mi.budget(max_drop=1.0))
+    assert r["met"] and r["excluded"] == [] and calls == [] and log == [()]
+    log = []
+    r = mi.greedy_exclusion(ranking, _measure_from("ab", log), mi.budget(max_drop=0.45), prune=False)
+    assert r["excluded"] == ["a", "b"] and calls == [1] and log == [(), ("a",), ("a", "b")]
+
+
 def test_prune_requantizes_groups_the_budget_does_not_need():
     # the ranking is wrong: only 'c' matters; forward takes a, b, c, pruning gives a and b back to INT8
     log = []

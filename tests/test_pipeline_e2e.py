@@ -93,6 +93,35 @@ def test_pipeline_numbers_are_consistent(first_run):
         assert os.path.getsize(os.path.join(out, csv)) > 50
 
 
+def test_pipeline_mixed_int8_and_modelopt_candidates(first_run):
+    """--select's mixed INT8: float layers chosen on the training split under the budget, listed with the INT8
+    MAC share; the float nodes of the written graph take no Q/DQ input. ModelOpt: made where it is installed,
+    else skipped with the reason."""
+    import onnx
+
+    from mobilevit_trt.mixed_int8 import qdq_inputs
+    from mobilevit_trt.modelopt_ptq import unavailable
+    out, _ = first_run
+    res, st = _stages(out)
+    assert st["int8 mixed entropy"]["status"] == "ran", st["int8 mixed entropy"]
+    mx = res["mixed_int8"][0]
+    assert mx["variant"] == "opt_dynamic_int8_mixed" and mx["check_images"] == 500 and mx["max_drop"] == 0.2
+    assert mx["met"] == (mx["check_fp32_top1"] - mx["check_top1"] <= 0.2 + 1e-9)
+    assert 0.9 <= mx["int8_mac_fraction"] <= 1.0
+    m = onnx.load(os.path.join(out, "onnx", "opt_dynamic_int8_mixed.onnx"))
+    got = qdq_inputs(m)
+    assert set(mx["float_nodes"]) <= set(got)
+    for name, dq in got.items():  # a float node reads no INT8 input; every other node reads its data input so
+        assert not any(dq) if name in mx["float_nodes"] else dq[0], name
+    md = open(os.path.join(out, "summary.md")).read()
+    assert "## Mixed INT8 (opt_dynamic_int8_mixed)" in md and "INT8 share of the Conv/MatMul/Gemm MACs" in md
+    why = unavailable()
+    if why:
+        assert st["int8 modelopt entropy"]["status"] == "skipped" and st["int8 modelopt entropy"]["note"] == why
+    else:
+        assert st["int8 modelopt entropy"]["status"] == "ran"
+
+
 def test_pipeline_rerun_is_cached(first_run):
     out, _ = first_run
     r = run_script(["pipeline.py", "--out", out, "--limit", "40", "--bench-iters", "15", "--calib-count", "16",
@@ -119,7 +148,18 @@ def test_pipeline_selects_the_fastest_within_budget(first_run):
     chosen = [row for row in sel["rows"] if row["status"] == "chosen"][0]
     assert filecmp.cmp(os.path.join(out, "best.onnx"), chosen["artifact"], shallow=False)
     # plugin and fusion-target graphs are listed without a CPU latency, never chosen
-    assert {row["variant"]: row["status"] for row in sel["rows"]}["opt_dynamic_plugin"] == "not measured"
+    status = {row["variant"]: row["status"] for row in sel["rows"]}
+    assert status["opt_dynamic_plugin"] == "not measured"
+    # the static batch-1 exports compete at batch 1 (measured there); the other static batches do not
+    assert "base_b1" in status and "opt_b1" in status and "base_b4" not in status and "opt_b8" not in status
+    acc = {a["variant"]: a for a in res["accuracy"]}
+    assert acc["base_b1"]["correct1"] == acc["torch_fp32"]["correct1"] and acc["base_b1"]["images"] == 40
+    # every PTQ calibration and mixed INT8 are candidates; the choice says how it compares with the runner-up
+    for v in ("opt_dynamic_int8_entropy", "opt_dynamic_int8_minmax", "opt_dynamic_int8_percentile",
+              "opt_dynamic_int8_mixed"):
+        assert status[v] != "not measured", v
+    if sum(1 for v in status.values() if v in ("chosen", "within budget")) > 1:
+        assert "within noise of" in chosen["reason"] or "faster than" in chosen["reason"], chosen["reason"]
     md = open(os.path.join(out, "summary.md")).read()
     assert "## Selection" in md and "stand-in" in md and "pareto.png" in md
     assert "[" in md.split("### Speed-up over the base FP32")[1].split("##")[0]      # intervals printed

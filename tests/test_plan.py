@@ -182,3 +182,35 @@ def test_a_failed_check_fails_its_stage_and_writes_nothing(tmp_path):
 def test_a_step_without_a_recipe_is_one_user_error():
     with pytest.raises(UserError, match="no recipe for a 'int4' step"):
         P.build_plan(extra=[P.Variant("opt_dynamic_int4", P.Step("int4"), source="opt_dynamic")])
+
+
+def test_the_selection_plan_adds_every_candidate_each_timed_and_measured_once():
+    """``--select``'s plan: every PTQ calibration, mixed INT8 and ModelOpt as INT8 engines, the profile choices as
+    engines of the same ONNX (no file of their own), and every accuracy-measured file variant timed as itself
+    (a candidate timed on another variant's series would be chosen on someone else's latency) except the plugin
+    graph."""
+    plain, sel = P.build_plan(), P.build_plan(candidates=True, mixed_max_drop=0.3)
+    extra = [v.name for v in sel if v.name not in plain]
+    assert set(extra) == {"opt_dynamic_int8_mixed", "opt_dynamic_int8_modelopt", "opt_dynamic_fp16_opt1",
+                          "opt_dynamic_fp16_wide"}, extra
+    assert sel["opt_dynamic_int8_mixed"].make.get("max_drop") == 0.3
+    for m in P.PTQ_METHODS:  # every calibration is measured in both plans; the candidates get engines
+        assert plain["opt_dynamic_int8_" + m].accuracy and sel["opt_dynamic_int8_" + m].engine.int8
+    for name in ("opt_dynamic_fp16_opt1", "opt_dynamic_fp16_wide"):
+        v = sel[name]
+        assert v.is_engine_only and v not in sel.files() and not v.accuracy and not v.cpu_series
+        assert v.engine.onnx == "opt_dynamic" and v.engine.fp16
+        lo, opt, hi = v.engine.profiles[0]
+        assert lo <= opt <= hi
+    assert {sel[n].engine.profiles for n in ("opt_dynamic_fp16_opt1", "opt_dynamic_fp16_wide")} == {
+        p for _, p in P.PROFILE_CHOICES}
+    for v in sel.files():  # (the plugin graph runs in ONNX Runtime through reference ops: not a latency)
+        if v.static_batch:  # a static export: measured at its batch, timed on its tag's static series there
+            assert v.accuracy and v.cpu_series == v.name.split("_")[0] + "_static", v.name
+        elif v.accuracy:
+            assert v.cpu_series == (None if v.engine and v.engine.plugin else v.name), v.name
+    assert not any(v.accuracy for v in plain if v.static_batch)
+    # the stages of the new steps are named by their kind, once each
+    stages = [s for s, _ in sel.stages()]
+    assert "int8 mixed entropy" in stages and "int8 modelopt entropy" in stages and "int8 ptq percentile" in stages
+    assert len(stages) == len(set(stages))

@@ -433,6 +433,30 @@ def test_stratified_subset_by_hand(tmp_path):
     assert D.stratified_subset(many, 0)[0] is many and D.stratified_subset(many, 500)[0] is many
 
 
+def test_split_halves_are_disjoint_stratified_and_cover_the_set():
+    class Labels(D.Dataset):
+        path = "labels"
+
+        def __init__(self, labels):
+            self._labels = list(labels)
+
+        def __len__(self):
+            return len(self._labels)
+
+        def label(self, i):
+            return self._labels[i]
+
+    ds = Labels([0] * 7 + [1] * 10 + [2] * 4)            # odd class sizes, sorted by label
+    a, b = D.split_halves(ds, seed=3)
+    assert not set(a.indices) & set(b.indices) and sorted(a.indices + b.indices) == list(range(21))
+    assert len(a) == 10 and len(b) == 11 and a.indices == sorted(a.indices) and b.indices == sorted(b.indices)
+    assert [[ds.label(i) for i in h.indices].count(c) for h in (a, b) for c in (0, 1, 2)] == [3, 5, 2, 4, 5, 2]
+    assert a.describe().startswith("half A of ") and "(split seed 3) (10 images)" in a.describe()
+    assert D.split_halves(ds, seed=4)[0].indices != a.indices and D.split_halves(ds, seed=3)[0].indices == a.indices
+    with pytest.raises(UserError, match="two halves"):
+        D.split_halves(Labels([0]))
+
+
 def test_lmdb_labels_from_headers(tmp_path, channel_models):
     pytest.importorskip("lmdb")
     folder = D.open_dataset(channel_models["data"])

@@ -74,3 +74,31 @@ def test_paired_ratio_interval():
     assert two["lo"] is None and two["within_noise"] and "no interval" in format_ratio(two)
     with pytest.raises(ValueError):
         paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_the_choice_says_whether_it_is_within_noise_of_the_runner_up():
+    """Paired rounds decide where both have them (the ratio's interval against an independent NumPy bootstrap
+    reading: a 2x gap is not noise, a 1 % one on +-5 % jitter is); else the min..max ranges."""
+    rng = np.random.default_rng(1)
+    load = rng.uniform(1.0, 1.5, 10)
+    fast, slow = 5.0 * load, 10.0 * load * rng.uniform(0.99, 1.01, 10)
+    near = 5.05 * load * rng.uniform(0.95, 1.05, 10)
+    over = candidate("over", top1=90.0, latency_ms=1.0, rounds=list(0.5 * load))  # faster, outside the budget
+    c = [over, candidate("a", top1=99.3, latency_ms=float(np.median(fast)), rounds=fast),
+         candidate("b", top1=99.3, latency_ms=float(np.median(slow)), rounds=slow)]
+    chosen, rows = select(c, 99.3, 0.5)
+    m = rows[1]["margin"]
+    assert chosen.variant == "a" and m["against"] == "b" and not m["within_noise"]  # runner-up skips "over"
+    assert m["ratio"] == pytest.approx(float(np.median(slow / fast)))
+    assert "faster than b" in rows[1]["reason"]
+    chosen, rows = select([c[1], candidate("n", top1=99.3, latency_ms=float(np.median(near)) + 1e-3,
+                                           rounds=near)], 99.3, 0.5)
+    assert rows[0]["margin"]["within_noise"] and "within noise of n" in rows[0]["reason"]
+    # no rounds: the ranges decide
+    r = select([candidate("x", 99.3, latency_ms=5.0, latency_lo=4.0, latency_hi=6.0),
+                candidate("y", 99.3, latency_ms=5.5, latency_lo=5.8, latency_hi=7.0)], 99.3, 0.5)[1]
+    assert r[0]["margin"]["within_noise"] and "ranges overlap" in r[0]["reason"]
+    r = select([candidate("x", 99.3, latency_ms=5.0, latency_lo=4.0, latency_hi=5.2),
+                candidate("y", 99.3, latency_ms=9.0, latency_lo=8.0, latency_hi=9.5)], 99.3, 0.5)[1]
+    assert not r[0]["margin"]["within_noise"] and "ranges apart" in r[0]["reason"]
+    assert "margin" not in select([c[1]], 99.3, 0.5)[1][0]  # alone in the budget: nothing to compare

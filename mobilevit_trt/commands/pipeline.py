@@ -12,6 +12,7 @@ import os
 import sys
 
 from mobilevit_trt import cli
+from mobilevit_trt.plan import MIXED_MAX_DROP
 from mobilevit_trt.preprocess import add_preprocess_args
 
 PROG = "pipeline.py"  # the parser's name when run as the root script; mobilevit-trt passes its own
@@ -39,6 +40,9 @@ def build_parser(prog=PROG):
     s.add_argument("--max-drop", type=float, default=0.5, help="top-1 budget in points against FP32 (default 0.5)")
     s.add_argument("--select-batch", type=int, default=1, choices=(1, 4, 8),
                    help="the batch size whose latency decides (default 1)")
+    s.add_argument("--mixed-max-drop", type=float, default=None,
+                   help="with --select: the top-1 budget (points, on training images) the sensitivity-guided mixed "
+                        "INT8 candidate keeps layers in float for (default %.1f)" % MIXED_MAX_DROP)
     p.add_argument("--opset", type=int, default=13)
     add_preprocess_args(p)
     return p
@@ -54,6 +58,13 @@ def main(argv=None, prog=PROG):
     if not args.max_drop >= 0:
         from mobilevit_trt.errors import UserError
         raise UserError("--max-drop must be >= 0 top-1 points, got %g" % args.max_drop)
+    if args.mixed_max_drop is not None and not args.select:
+        from mobilevit_trt.errors import UserError
+        raise UserError("--mixed-max-drop is for the --select candidates; add --select")
+    mixed_max_drop = MIXED_MAX_DROP if args.mixed_max_drop is None else args.mixed_max_drop
+    if not mixed_max_drop >= 0:
+        from mobilevit_trt.errors import UserError
+        raise UserError("--mixed-max-drop must be >= 0 top-1 points, got %g" % mixed_max_drop)
     model_path = args.model_path
     # no model named: the official XXS trained on the default dataset (--model original: the original project's)
     if model_path is None and args.model is None and os.path.isfile(DEFAULT_WEIGHTS):
@@ -62,7 +73,8 @@ def main(argv=None, prog=PROG):
     source = open_source(args.model, model_path, args.arch, args.num_classes, args.img_size, args.use_ema)
     apply_preprocess_args(source, args)
     results, run = run_pipeline(source, out=args.out,
-                                plan=build_plan(opset=args.opset), force=args.force, data_path=args.data_path,
+                                plan=build_plan(opset=args.opset, candidates=args.select,
+                                                mixed_max_drop=mixed_max_drop), force=args.force, data_path=args.data_path,
                                 train_path=args.train_path, calib_count=args.calib_count, acc_limit=args.limit,
                                 bench_iters=args.bench_iters, select=args.max_drop if args.select else None,
                                 select_batch=args.select_batch)

@@ -20,7 +20,7 @@ from .datasets import (CONVERT_HINT, DEFAULT_IMG_SIZE, IMG_EXTENSIONS, KEY_FORMA
                        LabelFileDataset, LegacyLmdbDataset, LmdbDataset, Subset, decode_image, iter_batches,
                        legacy_deserializer, limit_dataset, open_dataset, open_lmdb, preprocess, progress,
                        read_label_file, release_env, resolve_preprocess, sample_indices, scan_image_folder,
-                       shared_env, stratified_subset, with_preprocess)
+                       shared_env, split_halves, stratified_subset, with_preprocess)
 from .default_dataset import (DATA_DIR_ENV, DEFAULT_DATASET_DIR, PACKAGED_SOURCES, REPO_ROOT, default_eval_data,
                               default_root, default_split,
                               load_packaged_digits, make_default_dataset, stratified_split)
@@ -33,7 +33,7 @@ __all__ = [
     "LabelFileDataset", "LegacyLmdbDataset", "LmdbDataset", "Subset", "decode_image", "iter_batches",
     "legacy_deserializer", "limit_dataset", "open_dataset", "open_lmdb", "preprocess", "progress",
     "read_label_file", "release_env", "sample_indices", "scan_image_folder", "shared_env",
-    "Preprocess", "resolve_preprocess", "stratified_subset", "with_preprocess",
+    "Preprocess", "resolve_preprocess", "split_halves", "stratified_subset", "with_preprocess",
     "DATA_DIR_ENV", "DEFAULT_DATASET_DIR", "PACKAGED_SOURCES", "REPO_ROOT", "default_eval_data", "default_root",
     "default_split",
     "load_packaged_digits", "make_default_dataset", "stratified_split",

@@ -451,9 +451,10 @@ def open_dataset(path, label_file=None, img_size=None, preprocess=None):
 
 
 class Subset(Dataset):
-    def __init__(self, base, indices):
+    def __init__(self, base, indices, what=None):
         self.base = base
         self.indices = list(indices)
+        self.what = what  # how describe() names the subset (default: as its base, with its own count)
         self.path = base.path
         self.classes = base.classes
         self.preprocess = base.preprocess
@@ -474,6 +475,11 @@ class Subset(Dataset):
     def labels(self):
         base = self.base.labels()
         return [base[i] for i in self.indices]
+
+    def describe(self):
+        if self.what:
+            return "%s (%d images)" % (self.what, len(self))
+        return super(Subset, self).describe()
 
 
 def with_preprocess(ds, preprocess):
@@ -526,6 +532,31 @@ def stratified_subset(ds, limit, seed=0):
             break
         depth += 1
     return Subset(ds, sorted(picked)), _subset_info(len(picked), n, seed, all_classes, counts, subset=True)
+
+
+def split_halves(ds, seed=0):
+    """``(a, b)``: ``ds`` split into two disjoint halves that together hold every image, each class split in two
+    (a seeded random half of its images in ``a``; of a class with an odd count the extra image goes to ``a`` and
+    ``b`` in turn), both in dataset order.  One half chooses (the float layers of a mixed INT8 graph), the other
+    reports a result the choice never saw."""
+    import numpy as np
+
+    if len(ds) < 2:
+        raise UserError("cannot split %s into two halves: %d image(s)" % (ds.describe(), len(ds)))
+    labels = np.asarray(ds.labels(), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    a, odd = [], 0
+    for c in sorted(set(labels.tolist())):
+        pool = rng.permutation(np.flatnonzero(labels == c)).tolist()
+        take = len(pool) // 2
+        if len(pool) % 2:
+            take += odd
+            odd = 1 - odd
+        a += pool[:take]
+    taken = set(a)
+    what = "half %%s of %s (split seed %d)" % (ds.describe(), seed)
+    return (Subset(ds, sorted(a), what=what % "A"),
+            Subset(ds, [i for i in range(len(ds)) if i not in taken], what=what % "B"))
 
 
 def _subset_info(count, of, seed, all_classes, counts, subset):
