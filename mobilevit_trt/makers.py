@@ -157,7 +157,7 @@ def make_mixed(ctx, v, path):
     x = ctx.calibration()
     with MixedQuantizer(src, x, v.make.get("method", "entropy")) as mq:
         found = search(mq, check_ds, fp32_check, max_drop=v.make.get("max_drop"),
-                       granularity=v.make.get("granularity", "block"), check_limit=n, batch=8,
+                       granularity=v.make.get("granularity", "node"), check_limit=n, batch=8,
                        sensitivity_inputs=x[:v.make.get("sensitivity_images", MIXED_SENSITIVITY_IMAGES)],
                        lazy=True, log=lambda m: ctx.log("    " + m))
         rep = mq.build(found["float_nodes"], path)

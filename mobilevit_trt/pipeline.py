@@ -209,7 +209,8 @@ def accuracy_stage(ctx, label, v, engine, val_path, limit, batch):
         be = TensorRTBackend(engine) if engine else ctx.backend(v.name)
         with be:
             pp = artifact_preprocess(ctx, be)
-            res = evaluate(be, open_dataset(val_path, preprocess=pp), batch=None if v.is_root else (v.static_batch or batch),
+            res = evaluate(be, open_dataset(val_path, preprocess=pp),
+                           batch=None if v.is_root else (v.static_batch or batch),
                            limit=limit, show_progress=False)
         ctx.log("    %-26s top-1 %.2f%%  top-5 %.2f%%  (%d images)" % (label, res["top1"], res.get("top5", 0),
                                                                      res["images"]))

@@ -161,16 +161,19 @@ def _summary_md(results, descriptions, pngs):
                          {"top1_agreement": "top-1 agreement", "max_abs_logit_err": "max abs logit error"},
                          {"top1_agreement": "%.3f", "max_abs_logit_err": "%.4f"}), ""]
     for mx in results.get("mixed_int8") or []:
-        how = ("Sensitivity on calibration images (each %s's Q/DQ removed alone), then the most sensitive kept in "
-               "float" % mx.get("granularity", "node") if mx.get("sensitivity_run") else
-               "The fully quantized graph already met the budget, so no sensitivity was measured; float layers "
-               "would be kept")
+        check = "top-1 on %s *training* images within %s points of FP32 (%s; check top-1 %.2f %% vs FP32 %.2f %%)" \
+            % (
+            mx["check_images"], mx["max_drop"], "met" if mx["met"] else "**not met**", mx["check_top1"],
+            mx["check_fp32_top1"])
+        if mx.get("sensitivity_run"):
+            how = ("Sensitivity on calibration images (each %s's Q/DQ removed alone), then the most sensitive kept "
+                   "in float until %s." % (mx.get("granularity", "node"), check))
+        else:
+            how = "The fully quantized graph already met the budget, %s: nothing kept in float, no sensitivity " \
+                  "run." % check
         out += ["## Mixed INT8 (%s): the layers kept in float" % mx["variant"], "",
-                "%s until top-1 on %s *training* images is within %s points of FP32 (%s; check top-1 %.2f %% vs "
-                "FP32 %.2f %%). The held-out accuracy below is on a split the choice never saw." % (
-                    how, mx["check_images"], mx["max_drop"], "met" if mx["met"] else "**not met**",
-                    mx["check_top1"], mx["check_fp32_top1"]), ""]
-        if mx["check_fp32_top1"] >= 100.0 and not mx["float_groups"]:
+                how + " The held-out accuracy below is on a split the choice never saw.", ""]
+        if mx["check_fp32_top1"] >= 100.0 and mx["check_top1"] >= 100.0:
             out += ["*The training images are all classified correctly, by FP32 and INT8 alike: this check set "
                     "cannot see what INT8 costs on held-out images. `benchmark/mixed_int8.py --split-val 0` "
                     "chooses on one half of the held-out split and reports on the other.*", ""]

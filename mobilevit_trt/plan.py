@@ -255,7 +255,7 @@ def _reduced(src, calib_n, qat_keys, opset, timed=True, candidates=False, mixed_
             name = "%s_int8_%s" % (src, kind)
             params = {"method": "entropy"}
             if kind == "mixed":
-                params.update(max_drop=mixed_max_drop, granularity="block")
+                params.update(max_drop=mixed_max_drop, granularity="node")
             vs.append(Variant(name, Step(kind, **params), source=src,
                               checks=[Check(inputs="calibration", tol=INT8_TOL, batches=(calib_n,))],
                               engine=Engine(int8=True), cpu_series=name, accuracy=True,

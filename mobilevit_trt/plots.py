@@ -82,31 +82,42 @@ def plot_accuracy(rows, path, title):
 
 
 def plot_pareto(rows, path, title, max_drop=None, reference_top1=None):
-    """Latency (x) against top-1 (y) of the measured candidates (``selection.select`` rows); the Pareto front
-    joined, the chosen one ringed, the budget as a dashed line."""
+    """Latency (x, with its min..max spread) against top-1 (y) of the measured candidates (``selection.select``
+    rows), numbered fastest first with a key beside the axes (names of points that share a top-1 would overlap);
+    the Pareto front joined, the chosen one ringed, the budget as a dashed line."""
     plt = _plt()
-    pts = [r for r in rows if r.get("top1") is not None and r.get("latency_ms") is not None]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    pts = sorted([r for r in rows if r.get("top1") is not None and r.get("latency_ms") is not None],
+                 key=lambda r: r["latency_ms"])
+    fig = plt.figure(figsize=(11, 5.5))
+    ax = fig.add_axes([0.07, 0.11, 0.58, 0.8])
     colours = {"chosen": "#C44E52", "within budget": "#4C72B0", "over budget": "#999999"}
-    for r in pts:
-        ax.scatter([r["latency_ms"]], [r["top1"]], color=colours.get(r["status"], "#4C72B0"), zorder=3)
-        ax.annotate(r["variant"], (r["latency_ms"], r["top1"]), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")
+    key = []
+    for i, r in enumerate(pts, 1):
+        c = colours.get(r["status"], "#4C72B0")
+        lo, hi = r.get("latency_lo"), r.get("latency_hi")
+        if lo is not None and hi is not None:
+            ax.plot([lo, hi], [r["top1"], r["top1"]], color=c, alpha=0.35, linewidth=3, zorder=2)
+        ax.scatter([r["latency_ms"]], [r["top1"]], color=c, zorder=3)
+        ax.annotate(str(i), (r["latency_ms"], r["top1"]), fontsize=7, xytext=(0, 5 + 7 * (i % 2)),
+                    textcoords="offset points", ha="center", color=c)
+        key.append("%2d  %s  %.3f ms, %.2f %%%s" % (i, r["variant"], r["latency_ms"], r["top1"],
+                                                    "  (chosen)" if r["status"] == "chosen" else
+                                                    "  (front)" if r.get("pareto") else ""))
         if r["status"] == "chosen":
             ax.scatter([r["latency_ms"]], [r["top1"]], s=220, facecolors="none", edgecolors="#C44E52", zorder=4,
                        label="chosen")
+    fig.text(0.67, 0.91, "\n".join(key), fontsize=7, family="monospace", va="top")
     front = [r for r in pts if r.get("pareto")]
-    front.sort(key=lambda r: r["latency_ms"])
     if front:
         ax.plot([r["latency_ms"] for r in front], [r["top1"] for r in front], color="#55A868", zorder=2,
-                label="Pareto front")
+                marker="s", markersize=4, label="Pareto front")
     if max_drop is not None and reference_top1 is not None:
         ax.axhline(reference_top1 - max_drop, color="#C44E52", linestyle="--", linewidth=1,
                    label="budget: FP32 %.2f - %.2f" % (reference_top1, max_drop))
-    ax.set_xlabel("latency, ms per batch (p50)")
+    ax.set_xlabel("latency, ms per batch (p50; bar: min..max over rounds)")
     ax.set_ylabel("top-1, %")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     return _save(fig, path)
 

@@ -72,9 +72,8 @@ def main(argv=None, prog=PROG):
         print("no --model_path: the default model %s" % os.path.relpath(model_path))
     source = open_source(args.model, model_path, args.arch, args.num_classes, args.img_size, args.use_ema)
     apply_preprocess_args(source, args)
-    results, run = run_pipeline(source, out=args.out,
-                                plan=build_plan(opset=args.opset, candidates=args.select,
-                                                mixed_max_drop=mixed_max_drop), force=args.force, data_path=args.data_path,
+    plan = build_plan(opset=args.opset, candidates=args.select, mixed_max_drop=mixed_max_drop)
+    results, run = run_pipeline(source, out=args.out, plan=plan, force=args.force, data_path=args.data_path,
                                 train_path=args.train_path, calib_count=args.calib_count, acc_limit=args.limit,
                                 bench_iters=args.bench_iters, select=args.max_drop if args.select else None,
                                 select_batch=args.select_batch)
