@@ -33,12 +33,12 @@ STAGES = ("make", "engines", "accuracy", "cpu-bench")
 
 def run_pipeline(source, out="runs/default", plan=None, force=False, data_path=None, train_path=None,
                  calib_count=100, acc_limit=None, acc_batch=8, bench_iters=50, stages=None, select=None,
-                 select_batch=1, log=print):
+                 select_batch=1, triton_dir=None, log=print):
     """Run every stage of ``plan`` (default: :func:`plan.build_plan`) for ``source``; ``stages``: a subset of
     ("make", "engines", "accuracy", "cpu-bench") -- the data, calibration and make stages always run, everything
     else depends on them; ``select``: a top-1 budget in points (``--select --max-drop``): choose the fastest
-    variant within it at batch ``select_batch`` (:func:`select_stage`); returns ``(results, runner)``; results and
-    the report go to ``out``."""
+    variant within it at batch ``select_batch`` (:func:`select_stage`; ``triton_dir``: its Triton repository);
+    returns ``(results, runner)``; results and the report go to ``out``."""
     t_start = time.time()
     plan = plan or build_plan()
     want = set(stages or STAGES)
@@ -64,7 +64,7 @@ def run_pipeline(source, out="runs/default", plan=None, force=False, data_path=N
                                           acc_batch) if "accuracy" in want else []
     results["cpu_latency"] = cpu_bench_stage(ctx, bench_iters) if "cpu-bench" in want else []
     if select is not None:
-        results["selection"] = select_stage(ctx, results, engines, select, select_batch)
+        results["selection"] = select_stage(ctx, results, engines, select, select_batch, triton_dir)
     results["stages"] = run.summary_rows()
     results["seconds"] = round(time.time() - t_start, 1)
     from .pipeline_report import write_report
@@ -287,11 +287,13 @@ def selection_candidates(ctx, results, engines, batch):
     return out
 
 
-def select_stage(ctx, results, engines, max_drop, batch):
+def select_stage(ctx, results, engines, max_drop, batch, triton_dir=None):
     """Choose the fastest variant within ``max_drop`` top-1 points of the FP32 model (``selection.select``) and
     write it as ``best.onnx`` (and ``best.engine`` + sidecar when the choice is an engine); the Pareto front and
     the choice go to ``selection.json`` and the report.  Latency comes from TensorRT where engines ran, else from
-    ONNX Runtime on the CPU, labelled as a stand-in that does not predict TensorRT's ranking."""
+    ONNX Runtime on the CPU, labelled as a stand-in that does not predict TensorRT's ranking.  The choice goes to a
+    Triton model repository -- ``<run>/triton`` when it is an engine, ``triton_dir`` (``--export-triton``) always
+    (the ONNX alone for the onnxruntime backend when no engine ran here)."""
     import shutil
 
     from .fileio import atomic_path, write_json
@@ -318,11 +320,15 @@ def select_stage(ctx, results, engines, max_drop, batch):
             with atomic_path(dst) as tmp:
                 shutil.copyfile(src, tmp)
             out["files"].append(name)
-        if not stand_in:  # the chosen engine as a Triton model repository (engine + ONNX fallback)
-            from .triton import repository_for_engine
-            repository_for_engine(chosen.artifact, ctx.run.path("triton"), onnx_path=onnx_src, overwrite=True,
-                                  log=ctx.log)
-            out["files"].append("triton/")
+        if not stand_in or triton_dir:  # the choice as a Triton model repository
+            from .triton import repository_for_engine, write_triton_repository
+            dst = triton_dir or ctx.run.path("triton")
+            if stand_in:  # no engine ran here: the ONNX alone, for Triton's onnxruntime backend
+                write_triton_repository(dst, onnx_path=ctx.run.path("best.onnx"), overwrite=True, log=ctx.log)
+            else:  # the engine + its ONNX as the fallback
+                repository_for_engine(chosen.artifact, dst, onnx_path=onnx_src, overwrite=True, log=ctx.log)
+            out["files"].append(dst if triton_dir else "triton/")
+            out["triton"] = os.path.abspath(dst)
         ctx.log("select: %s at batch %d (%s; latency: %s) -> %s" % (
             chosen.variant, batch, out["reason"], out["latency_source"], ", ".join(out["files"])))
     write_json(ctx.run.path("selection.json"), out)

@@ -13,7 +13,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def first_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("pipeline") / "run")
     r = run_script(["pipeline.py", "--out", out, "--limit", "40", "--bench-iters", "15", "--calib-count", "16",
-                    "--select", "--max-drop", "0.5"], timeout=1500)
+                    "--select", "--max-drop", "0.5", "--export-triton", os.path.join(out, "triton_models")],
+                   timeout=1500)
     return out, r
 
 
@@ -125,7 +126,8 @@ def test_pipeline_mixed_int8_and_modelopt_candidates(first_run):
 def test_pipeline_rerun_is_cached(first_run):
     out, _ = first_run
     r = run_script(["pipeline.py", "--out", out, "--limit", "40", "--bench-iters", "15", "--calib-count", "16",
-                    "--select", "--max-drop", "0.5"], timeout=600)
+                    "--select", "--max-drop", "0.5", "--export-triton", os.path.join(out, "triton_models")],
+                   timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     _, st = _stages(out)
     ran = [n for n, s in st.items() if s["status"] == "ran"]
@@ -143,7 +145,7 @@ def test_pipeline_selects_the_fastest_within_budget(first_run):
     inside = [row for row in sel["rows"] if row["latency_ms"] is not None and row["top1"] is not None
               and ref - row["top1"] <= 0.5]
     assert inside and sel["chosen"] == min(inside, key=lambda row: row["latency_ms"])["variant"]
-    assert "stand-in" in sel["latency_source"] and sel["files"] == ["best.onnx"]
+    assert "stand-in" in sel["latency_source"] and sel["files"][0] == "best.onnx"
     import filecmp
     chosen = [row for row in sel["rows"] if row["status"] == "chosen"][0]
     assert filecmp.cmp(os.path.join(out, "best.onnx"), chosen["artifact"], shallow=False)
@@ -160,6 +162,20 @@ def test_pipeline_selects_the_fastest_within_budget(first_run):
         assert status[v] != "not measured", v
     if sum(1 for v in status.values() if v in ("chosen", "within budget")) > 1:
         assert "within noise of" in chosen["reason"] or "faster than" in chosen["reason"], chosen["reason"]
+    # --export-triton: the choice (an ONNX file here: no engine ran) as an onnxruntime model, a valid config
+    pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from google.protobuf import text_format
+    model = os.path.join(out, "triton_models", "mobilevit_onnx")
+    with open(os.path.join(model, "config.pbtxt")) as f:
+        cfg = text_format.Parse(f.read(), pb.ModelConfig())
+    assert cfg.platform == "onnxruntime_onnx" and cfg.input[0].name == "input"
+    assert filecmp.cmp(os.path.join(model, "1", "model.onnx"), chosen["artifact"], shallow=False)
+    import onnx
+    dims = [d.dim_value for d in onnx.load(chosen["artifact"]).graph.input[0].type.tensor_type.shape.dim]
+    if dims[0]:  # a static export: Triton's max_batch_size 0 and the full dims
+        assert cfg.max_batch_size == 0 and list(cfg.input[0].dims) == dims
+    else:
+        assert cfg.max_batch_size >= 1 and list(cfg.input[0].dims) == dims[1:]
     md = open(os.path.join(out, "summary.md")).read()
     assert "## Selection" in md and "stand-in" in md and "pareto.png" in md
     assert "[" in md.split("### Speed-up over the base FP32")[1].split("##")[0]      # intervals printed

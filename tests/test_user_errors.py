@@ -469,3 +469,14 @@ def test_messages_name_no_exception_classes():
                 if re.search(r"type\(\w+\)\.__name__|__class__\.__name__", line):
                     found.append("%s:%d: %s" % (rel, i, line.strip()))
     assert not found, found
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--export-triton", "repo"], "--export-triton writes the --select choice; add --select"),
+    (["--mixed-max-drop", "0.3"], "--mixed-max-drop is for the --select candidates; add --select"),
+    (["--select", "--mixed-max-drop", "-1"], "--mixed-max-drop must be >= 0"),
+    (["--select", "--max-drop", "-0.5"], "--max-drop must be >= 0")])
+def test_pipeline_selection_options(args, needle, tmp_path):
+    r = run_script(["pipeline.py", "--out", str(tmp_path / "run")] + args, timeout=120)
+    assert_one_error_line(r, needle)
+    assert listing(str(tmp_path)) == []  # nothing started: no run folder

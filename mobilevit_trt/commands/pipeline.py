@@ -40,6 +40,11 @@ def build_parser(prog=PROG):
     s.add_argument("--max-drop", type=float, default=0.5, help="top-1 budget in points against FP32 (default 0.5)")
     s.add_argument("--select-batch", type=int, default=1, choices=(1, 4, 8),
                    help="the batch size whose latency decides (default 1)")
+    s.add_argument("--export-triton", default=None, metavar="DIR",
+                   help="with --select: a Triton Inference Server model repository of the choice in DIR -- the "
+                        "engine (tensorrt_plan) and its ONNX as the onnxruntime fallback, or the ONNX alone when no "
+                        "engine ran here; replaces the 'mobilevit' / 'mobilevit_onnx' folders it writes (default: "
+                        "<out>/triton when the choice is an engine)")
     s.add_argument("--mixed-max-drop", type=float, default=None,
                    help="with --select: the top-1 budget (points, on training images) the sensitivity-guided mixed "
                         "INT8 candidate keeps layers in float for (default %.1f)" % MIXED_MAX_DROP)
@@ -58,6 +63,9 @@ def main(argv=None, prog=PROG):
     if not args.max_drop >= 0:
         from mobilevit_trt.errors import UserError
         raise UserError("--max-drop must be >= 0 top-1 points, got %g" % args.max_drop)
+    if args.export_triton and not args.select:
+        from mobilevit_trt.errors import UserError
+        raise UserError("--export-triton writes the --select choice; add --select")
     if args.mixed_max_drop is not None and not args.select:
         from mobilevit_trt.errors import UserError
         raise UserError("--mixed-max-drop is for the --select candidates; add --select")
@@ -76,7 +84,7 @@ def main(argv=None, prog=PROG):
     results, run = run_pipeline(source, out=args.out, plan=plan, force=args.force, data_path=args.data_path,
                                 train_path=args.train_path, calib_count=args.calib_count, acc_limit=args.limit,
                                 bench_iters=args.bench_iters, select=args.max_drop if args.select else None,
-                                select_batch=args.select_batch)
+                                select_batch=args.select_batch, triton_dir=args.export_triton)
     from mobilevit_trt.report import format_table
     print()
     print(format_table(results["stages"], ["stage", "status", "seconds", "note"]))
