@@ -404,49 +404,39 @@ def test_limit_is_stratified_and_says_so(channel_models, capsys):
     assert "[0: 2, 1: 2, 2: 2]" in out and "top1: 100.000% (6/6)" in out
 
 
+class _Labels(D.Dataset):
+    """A dataset of labels only (what the subset and split helpers read)."""
+    path = "labels"
+
+    def __init__(self, labels):
+        self._labels = list(labels)
+
+    def __len__(self):
+        return len(self._labels)
+
+    def label(self, i):
+        return self._labels[i]
+
+
 def test_stratified_subset_by_hand(tmp_path):
-    class Labels(D.Dataset):
-        path = "labels"
-
-        def __init__(self, labels):
-            self._labels = list(labels)
-
-        def __len__(self):
-            return len(self._labels)
-
-        def label(self, i):
-            return self._labels[i]
-
-    two = Labels([0] * 300 + [1] * 300)                   # a 2-class set sorted by label
+    two = _Labels([0] * 300 + [1] * 300)                   # a 2-class set sorted by label
     sub, info = D.stratified_subset(two, 200)
     got = [two.label(i) for i in sub.indices]
     assert got.count(0) == 100 and got.count(1) == 100 and sub.indices == sorted(sub.indices)
     assert info["per_class"] == {"0": 100, "1": 100} and "2 of 2 classes, 100 per class" in info["description"]
     assert D.stratified_subset(two, 200, seed=1)[0].indices != sub.indices          # seeded
     assert D.stratified_subset(two, 200)[0].indices == sub.indices
-    uneven = Labels([0] * 2 + [1] * 50 + [2] * 50)         # a small class gives what it has; the rest fill up
+    uneven = _Labels([0] * 2 + [1] * 50 + [2] * 50)         # a small class gives what it has; the rest fill up
     _, info = D.stratified_subset(uneven, 30)
     assert info["per_class"] == {"0": 2, "1": 14, "2": 14}
-    many = Labels(sorted(list(range(10)) * 5))
+    many = _Labels(sorted(list(range(10)) * 5))
     _, info = D.stratified_subset(many, 3)
     assert info["classes_covered"] == 3 and "7 classes not evaluated" in info["description"]
     assert D.stratified_subset(many, 0)[0] is many and D.stratified_subset(many, 500)[0] is many
 
 
 def test_split_halves_are_disjoint_stratified_and_cover_the_set():
-    class Labels(D.Dataset):
-        path = "labels"
-
-        def __init__(self, labels):
-            self._labels = list(labels)
-
-        def __len__(self):
-            return len(self._labels)
-
-        def label(self, i):
-            return self._labels[i]
-
-    ds = Labels([0] * 7 + [1] * 10 + [2] * 4)            # odd class sizes, sorted by label
+    ds = _Labels([0] * 7 + [1] * 10 + [2] * 4)            # odd class sizes, sorted by label
     a, b = D.split_halves(ds, seed=3)
     assert not set(a.indices) & set(b.indices) and sorted(a.indices + b.indices) == list(range(21))
     assert len(a) == 10 and len(b) == 11 and a.indices == sorted(a.indices) and b.indices == sorted(b.indices)
@@ -454,7 +444,7 @@ def test_split_halves_are_disjoint_stratified_and_cover_the_set():
     assert a.describe().startswith("half A of ") and "(split seed 3) (10 images)" in a.describe()
     assert D.split_halves(ds, seed=4)[0].indices != a.indices and D.split_halves(ds, seed=3)[0].indices == a.indices
     with pytest.raises(UserError, match="two halves"):
-        D.split_halves(Labels([0]))
+        D.split_halves(_Labels([0]))
 
 
 def test_lmdb_labels_from_headers(tmp_path, channel_models):
